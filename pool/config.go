@@ -1,0 +1,131 @@
+package pool
+
+import (
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults of the pool's knobs; a zero Config field takes these.
+const (
+	DefaultWorkers        = 8
+	DefaultGoodThroughput = 10 << 20 // bytes per second
+	DefaultWindow         = 20
+	DefaultResign         = 2
+	DefaultTrialSamples   = 3
+	DefaultMinSampleBytes = 256 << 10
+	DefaultPeekSize       = 1 << 20
+	DefaultPeekTimeout    = time.Second
+	DefaultRetries        = 3
+	DefaultMaxQueue       = 1024
+	DefaultQueueTimeout   = 30 * time.Second
+	DefaultStallTimeout   = 10 * time.Second
+	DefaultCooldown       = 10 * time.Minute
+	DefaultEvictAfter     = 3
+)
+
+// DefaultChangingPaths are the file name patterns (path.Match syntax, matched
+// against the last path element) of files that change in place on Arch,
+// Debian and RPM mirrors: package databases and repository indexes.
+var DefaultChangingPaths = []string{
+	"*.db", "*.db.sig", "*.db.tar.*", "*.files", "*.files.sig", "*.files.tar.*",
+	"lastsync", "lastupdate",
+	"InRelease", "Release", "Release.gpg", "Packages*", "Sources*", "Contents-*", "Translation-*",
+	"repomd.xml", "repomd.xml.asc",
+}
+
+// Config holds a pool's knobs. The zero value of each field means its default.
+type Config struct {
+	// Workers is how many workers (mirrors) the pool keeps.
+	Workers int
+	// GoodThroughput, in bytes per second: a mirror at least this fast
+	// never resigns.
+	GoodThroughput float64
+	// Window is how many samples each mirror's moving average holds.
+	Window int
+	// Resign is how many of the bottom-ranked workers resign.
+	Resign int
+	// TrialSamples is how many samples a new worker needs before it is
+	// ranked; until then it cannot be asked to resign.
+	TrialSamples int
+	// MinSampleBytes: smaller transfers are coalesced until their sum
+	// reaches this size before they count as one sample.
+	MinSampleBytes int64
+	// PeekSize is how much of a response body is read from the mirror
+	// before the response is committed to the client.
+	PeekSize int64
+	// PeekTimeout bounds the time from the response headers to the end of
+	// the peek; a slower mirror loses the request to another worker.
+	PeekTimeout time.Duration
+	// Retries is how many more workers a request may try after the first.
+	Retries int
+	// MaxQueue is how many requests may wait for a worker.
+	MaxQueue int
+	// QueueTimeout is how long a request may wait for a worker.
+	QueueTimeout time.Duration
+	// StallTimeout: a transfer that delivers no byte for this long fails.
+	StallTimeout time.Duration
+	// Cooldown is how long an evicted or resigned mirror stays out.
+	Cooldown time.Duration
+	// EvictAfter is how many consecutive failures evict a mirror however
+	// fast it is.
+	EvictAfter int
+	// ChangingPaths are the patterns of files that change in place; see
+	// DefaultChangingPaths. They are never stitched together from two
+	// mirrors.
+	ChangingPaths []string
+
+	// Provider hands out candidate mirrors. Required.
+	Provider Provider
+	// Transport makes the upstream requests; nil means NewTransport's
+	// defaults.
+	Transport http.RoundTripper
+	// State is the learned state to start from and to keep learning into;
+	// nil means a new State.
+	State *State
+	// Logger receives the pool's logs; nil means no logging.
+	Logger *zap.Logger
+	// Observer is told about the pool's events; nil means nobody.
+	Observer Observer
+}
+
+func (c *Config) setDefaults() {
+	setDefault(&c.Workers, DefaultWorkers)
+	setDefault(&c.GoodThroughput, DefaultGoodThroughput)
+	setDefault(&c.Window, DefaultWindow)
+	setDefault(&c.Resign, DefaultResign)
+	setDefault(&c.TrialSamples, DefaultTrialSamples)
+	setDefault(&c.MinSampleBytes, DefaultMinSampleBytes)
+	setDefault(&c.PeekSize, DefaultPeekSize)
+	setDefault(&c.PeekTimeout, DefaultPeekTimeout)
+	setDefault(&c.Retries, DefaultRetries)
+	setDefault(&c.MaxQueue, DefaultMaxQueue)
+	setDefault(&c.QueueTimeout, DefaultQueueTimeout)
+	setDefault(&c.StallTimeout, DefaultStallTimeout)
+	setDefault(&c.Cooldown, DefaultCooldown)
+	setDefault(&c.EvictAfter, DefaultEvictAfter)
+	if c.ChangingPaths == nil {
+		c.ChangingPaths = DefaultChangingPaths
+	}
+	if c.Transport == nil {
+		c.Transport = NewTransport(TransportConfig{})
+	}
+	if c.State == nil {
+		c.State = NewState()
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	c.TrialSamples = min(c.TrialSamples, c.Window)
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
