@@ -1,0 +1,207 @@
+// Package refractor is a Caddy HTTP handler that serves Linux package
+// downloads from a self-optimising, ever-rotating pool of public mirrors.
+package refractor
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-refractor/refractor/pool"
+	"github.com/caddy-refractor/refractor/providers/static"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("refractor", parseCaddyfile)
+	// Sit with the other terminal handlers, so users need no `order` line.
+	httpcaddyfile.RegisterDirectiveOrder("refractor", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.refractor",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	r := new(Handler)
+	if err := r.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	refractor [<mirrors...>] {
+//	    workers         <n>
+//	    good_throughput <size>      # per second, e.g. 10MiB
+//	    window          <n>
+//	    resign          <n>
+//	    trial           <n>
+//	    min_sample      <size>
+//	    peek_size       <size>
+//	    peek_timeout    <duration>
+//	    retries         <n>
+//	    max_queue       <n>
+//	    queue_timeout   <duration>
+//	    dial_timeout    <duration>
+//	    header_timeout  <duration>
+//	    stall_timeout   <duration>
+//	    cooldown        <duration>
+//	    evict_after     <n>
+//	    changing_paths  <patterns...>
+//	    provider        <name> [<args...>] [{ ... }]
+//	}
+//
+// Mirrors given inline are shorthand for `provider static <mirrors...>`.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if mirrors := d.RemainingArgs(); len(mirrors) > 0 {
+		h.ProviderRaw = caddyconfig.JSONModuleObject(static.Static{Mirrors: mirrors}, "source", "static", nil)
+	}
+	for d.NextBlock(0) {
+		name := d.Val()
+		var err error
+		switch name {
+		case "workers":
+			h.Workers, err = positiveInt(d)
+		case "window":
+			h.Window, err = positiveInt(d)
+		case "resign":
+			h.Resign, err = nonNegativeIntPtr(d)
+		case "trial":
+			h.TrialSamples, err = positiveInt(d)
+		case "retries":
+			h.Retries, err = nonNegativeIntPtr(d)
+		case "max_queue":
+			h.MaxQueue, err = positiveInt(d)
+		case "evict_after":
+			h.EvictAfter, err = positiveInt(d)
+		case "good_throughput":
+			h.GoodThroughput, err = size(d)
+		case "min_sample":
+			h.MinSampleBytes, err = size(d)
+		case "peek_size":
+			h.PeekSize, err = size(d)
+		case "peek_timeout":
+			h.PeekTimeout, err = duration(d)
+		case "queue_timeout":
+			h.QueueTimeout, err = duration(d)
+		case "dial_timeout":
+			h.DialTimeout, err = duration(d)
+		case "header_timeout":
+			h.HeaderTimeout, err = duration(d)
+		case "stall_timeout":
+			h.StallTimeout, err = duration(d)
+		case "cooldown":
+			h.Cooldown, err = duration(d)
+		case "changing_paths":
+			h.ChangingPaths = d.RemainingArgs()
+			if len(h.ChangingPaths) == 0 {
+				return d.ArgErr()
+			}
+		case "provider":
+			err = h.unmarshalProvider(d)
+		default:
+			return d.Errf("unrecognized subdirective %s", name)
+		}
+		if err != nil {
+			return d.Errf("%s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalProvider(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.ProviderRaw != nil {
+		return fmt.Errorf("a provider is already specified")
+	}
+	name := d.Val()
+	modID := "http.handlers.refractor.providers." + name
+	unm, err := caddyfile.UnmarshalModule(d, modID)
+	if err != nil {
+		return err
+	}
+	if _, ok := unm.(pool.Provider); !ok {
+		return fmt.Errorf("module %s (%T) is not a refractor provider", modID, unm)
+	}
+	h.ProviderRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+	return nil
+}
+
+// oneArg returns the directive's single argument.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+func positiveInt(d *caddyfile.Dispenser) (int, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("want a whole number of at least 1, got %q", v)
+	}
+	return n, nil
+}
+
+func nonNegativeIntPtr(d *caddyfile.Dispenser) (*int, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return nil, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("want a whole number of at least 0, got %q", v)
+	}
+	return &n, nil
+}
+
+func size(d *caddyfile.Dispenser) (int64, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(strings.TrimSuffix(v, "/s"))
+	if err != nil || n < 1 || n > 1<<50 {
+		return 0, fmt.Errorf("want a size such as 512KiB or 10MiB, got %q", v)
+	}
+	return int64(n), nil
+}
+
+func duration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return 0, fmt.Errorf("want a positive duration such as 1s or 500ms, got %q", v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// Interface guard.
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

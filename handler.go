@@ -1,0 +1,287 @@
+package refractor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-refractor/refractor/pool"
+)
+
+// Handler serves package downloads from a self-optimising, rotating pool of
+// mirrors. Each request is taken by a worker bound to one mirror, which
+// streams the file from its mirror; workers rank themselves by the
+// throughput they deliver, the slowest resign, and the provider replaces
+// them with fresh mirrors.
+type Handler struct {
+	// How many workers (mirrors) the pool keeps. Default: 8.
+	Workers int `json:"workers,omitempty"`
+	// Throughput, in bytes per second, at or above which a mirror never
+	// resigns. Default: 10 MiB/s.
+	GoodThroughput int64 `json:"good_throughput,omitempty"`
+	// How many throughput samples each mirror's moving average holds.
+	// Default: 20.
+	Window int `json:"window,omitempty"`
+	// How many of the bottom-ranked workers resign. Default: 2; 0 turns
+	// rotation off.
+	Resign *int `json:"resign,omitempty"`
+	// How many samples a new worker needs before it is ranked (its fair
+	// trial). Default: 3.
+	TrialSamples int `json:"trial,omitempty"`
+	// Transfers smaller than this are added up until they reach it before
+	// they count as one throughput sample, so latency-bound small files
+	// neither hide a fast mirror nor flatter a slow one. Default: 256 KiB.
+	MinSampleBytes int64 `json:"min_sample,omitempty"`
+	// How many bytes of a response are read from the mirror before the
+	// response is committed to the client. Default: 1 MiB.
+	PeekSize int64 `json:"peek_size,omitempty"`
+	// How long a mirror may take from its response headers to the end of
+	// the peek before the request moves to another worker. The last retry
+	// is not held to it. Default: 1s.
+	PeekTimeout caddy.Duration `json:"peek_timeout,omitempty"`
+	// How many other workers a request may try after the first, before
+	// its first byte reaches the client (and to continue a broken
+	// transfer). Default: 3.
+	Retries *int `json:"retries,omitempty"`
+	// How many requests may wait for a free worker; more get 503.
+	// Default: 1024.
+	MaxQueue int `json:"max_queue,omitempty"`
+	// How long a request may wait for a free worker before it gets 503.
+	// Default: 30s.
+	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
+	// Timeout for connecting to a mirror, TLS included. Default: 3s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+	// Timeout for a mirror's response headers. Default: 10s.
+	HeaderTimeout caddy.Duration `json:"header_timeout,omitempty"`
+	// A transfer that receives no byte for this long fails. Default: 10s.
+	StallTimeout caddy.Duration `json:"stall_timeout,omitempty"`
+	// How long a mirror that resigned or was evicted stays out of the
+	// pool. Default: 10m.
+	Cooldown caddy.Duration `json:"cooldown,omitempty"`
+	// How many consecutive failures evict a mirror, however fast it is.
+	// Default: 3.
+	EvictAfter int `json:"evict_after,omitempty"`
+	// File name patterns (path.Match syntax, matched against the last
+	// path element) of files that change in place, such as package
+	// databases; they are never stitched together from two mirrors.
+	// Default: Arch, Debian and RPM indexes (*.db, *.files, InRelease,
+	// Release, Packages*, repomd.xml, ...).
+	ChangingPaths []string `json:"changing_paths,omitempty"`
+	// The provider of candidate mirrors. Required.
+	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
+
+	pool     *pool.Pool
+	stateKey string
+	logger   *zap.Logger
+}
+
+// states keeps each pool's learned state across config reloads, keyed by
+// the provider's configuration.
+var states = caddy.NewUsagePool()
+
+type stateHolder struct{ *pool.State }
+
+func (stateHolder) Destruct() error { return nil }
+
+// Provision sets up the handler and starts its pool.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.ProviderRaw == nil {
+		return errors.New("provider: a provider of mirrors is required")
+	}
+	// Pools with the same provider share what they learned; LoadModule
+	// consumes the raw JSON, so take the key first.
+	h.stateKey = string(h.ProviderRaw)
+	mod, err := ctx.LoadModule(h, "ProviderRaw")
+	if err != nil {
+		return fmt.Errorf("provider: loading module: %w", err)
+	}
+	provider, ok := mod.(pool.Provider)
+	if !ok {
+		return fmt.Errorf("provider: module %T is not a refractor provider", mod)
+	}
+	val, _, err := states.LoadOrNew(h.stateKey, func() (caddy.Destructor, error) {
+		return stateHolder{pool.NewState()}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("loading learned state: %w", err)
+	}
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	h.pool, err = pool.New(h.poolConfig(provider, val.(stateHolder).State))
+	if err != nil {
+		return fmt.Errorf("starting pool: %w", err)
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	for _, c := range []struct {
+		name string
+		bad  bool
+	}{
+		{"workers", h.Workers < 0},
+		{"good_throughput", h.GoodThroughput < 0},
+		{"window", h.Window < 0},
+		{"resign", h.Resign != nil && *h.Resign < 0},
+		{"trial", h.TrialSamples < 0},
+		{"min_sample", h.MinSampleBytes < 0},
+		{"peek_size", h.PeekSize < 0},
+		{"peek_timeout", h.PeekTimeout < 0},
+		{"retries", h.Retries != nil && *h.Retries < 0},
+		{"max_queue", h.MaxQueue < 0},
+		{"queue_timeout", h.QueueTimeout < 0},
+		{"dial_timeout", h.DialTimeout < 0},
+		{"header_timeout", h.HeaderTimeout < 0},
+		{"stall_timeout", h.StallTimeout < 0},
+		{"cooldown", h.Cooldown < 0},
+		{"evict_after", h.EvictAfter < 0},
+	} {
+		if c.bad {
+			return fmt.Errorf("%s: must not be negative", c.name)
+		}
+	}
+	workers := cmpOr(h.Workers, pool.DefaultWorkers)
+	if h.Resign != nil && *h.Resign >= workers {
+		return fmt.Errorf("resign: %d must be less than workers (%d)", *h.Resign, workers)
+	}
+	if h.TrialSamples > cmpOr(h.Window, pool.DefaultWindow) {
+		return fmt.Errorf("trial: %d must not exceed window (%d)", h.TrialSamples, cmpOr(h.Window, pool.DefaultWindow))
+	}
+	for _, p := range h.ChangingPaths {
+		if _, err := pathMatch(p); err != nil {
+			return fmt.Errorf("changing_paths: bad pattern %q: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Config {
+	cfg := pool.Config{
+		Workers:        h.Workers,
+		GoodThroughput: float64(h.GoodThroughput),
+		Window:         h.Window,
+		TrialSamples:   h.TrialSamples,
+		MinSampleBytes: h.MinSampleBytes,
+		PeekSize:       h.PeekSize,
+		PeekTimeout:    time.Duration(h.PeekTimeout),
+		MaxQueue:       h.MaxQueue,
+		QueueTimeout:   time.Duration(h.QueueTimeout),
+		StallTimeout:   time.Duration(h.StallTimeout),
+		Cooldown:       time.Duration(h.Cooldown),
+		EvictAfter:     h.EvictAfter,
+		ChangingPaths:  h.ChangingPaths,
+		Provider:       provider,
+		State:          state,
+		Logger:         h.logger,
+		Transport: pool.NewTransport(pool.TransportConfig{
+			DialTimeout:   time.Duration(h.DialTimeout),
+			HeaderTimeout: time.Duration(h.HeaderTimeout),
+		}),
+	}
+	// In the pool a zero means the default; an explicit zero here means
+	// none, which the pool spells as a negative number.
+	if h.Retries != nil {
+		cfg.Retries = cmpOr(*h.Retries, -1)
+	}
+	if h.Resign != nil {
+		cfg.Resign = cmpOr(*h.Resign, -1)
+	}
+	return cfg
+}
+
+// Cleanup stops the pool; its learned state stays for the next config.
+func (h *Handler) Cleanup() error {
+	if h.pool != nil {
+		_ = h.pool.Close()
+	}
+	if h.stateKey != "" {
+		_, _ = states.Delete(h.stateKey)
+	}
+	return nil
+}
+
+// ServeHTTP checks the request and hands it to the pool. Only GET and HEAD
+// of a clean path under the mirrors' base are served.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
+	}
+	if !strings.HasPrefix(r.RequestURI, "/") || r.URL.Host != "" {
+		return caddyhttp.Error(http.StatusBadRequest, errors.New("request target must be a path"))
+	}
+	// Check the path as the client sent it too: Caddy's rewrites (such as
+	// handle_path's) may have already resolved what a client smuggled in.
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		if _, err := pool.CleanPath(orig.URL.EscapedPath()); err != nil {
+			return pathError(err)
+		}
+	}
+	rel, err := pool.CleanPath(r.URL.EscapedPath())
+	if err != nil {
+		return pathError(err)
+	}
+
+	err = h.pool.Serve(w, r, rel)
+	var perr *pool.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &perr):
+		h.logger.Warn("request failed", zap.String("path", rel), zap.Int("status", perr.Status), zap.Error(err))
+		if perr.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(perr.RetryAfter.Seconds())))
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(perr.Status)
+		_, _ = fmt.Fprintf(w, "refractor: %v\n", perr)
+		return nil
+	case errors.Is(err, pool.ErrAborted):
+		h.logger.Error("aborting a committed response", zap.String("path", rel), zap.Error(err))
+		panic(http.ErrAbortHandler)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil // the client went away
+	default:
+		return err
+	}
+}
+
+// pathError is the client error for a path CleanPath rejected.
+func pathError(err error) error {
+	if errors.Is(err, pool.ErrPathTooLong) {
+		return caddyhttp.Error(http.StatusRequestURITooLong, err)
+	}
+	return caddyhttp.Error(http.StatusBadRequest, err)
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
+
+func pathMatch(pattern string) (bool, error) { return path.Match(pattern, "") }

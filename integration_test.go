@@ -1,0 +1,211 @@
+package refractor
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/caddy-refractor/refractor/internal/testmirror"
+)
+
+// globalOptions is the head of every test Caddyfile.
+var globalOptions = fmt.Sprintf(`{
+	admin localhost:%d
+	http_port %d
+	https_port %d
+	skip_install_trust
+	grace_period 1ns
+}
+`, adminPort, httpPort, httpsPort)
+
+// startCaddy loads a Caddyfile whose site block serves refractor under
+// /archlinux/ with the given refractor block body.
+func startCaddy(t *testing.T, refractorBlock string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{
+		AdminPort:          adminPort,
+		TestRequestTimeout: 60 * time.Second,
+		LoadRequestTimeout: 10 * time.Second,
+	})
+	tester.InitServer(globalOptions+fmt.Sprintf(`
+http://localhost:%d {
+	handle_path /archlinux/* {
+		refractor {
+%s
+		}
+	}
+}
+`, httpPort, refractorBlock), "caddyfile")
+	return tester
+}
+
+func url(path string) string { return fmt.Sprintf("http://localhost:%d/archlinux/%s", httpPort, path) }
+
+// testFiles is a small repository: a database that changes in place and
+// packages of several sizes.
+func testFiles() map[string][]byte {
+	files := map[string][]byte{}
+	for name, size := range map[string]int{
+		"core/os/x86_64/core.db":                      48 << 10,
+		"core/os/x86_64/small-1.0-1-any.pkg.tar.zst":  3 << 10,
+		"core/os/x86_64/medium-1.0-1-any.pkg.tar.zst": 300 << 10,
+		"core/os/x86_64/big-1.0-1-any.pkg.tar.zst":    5 << 20,
+	} {
+		files[name] = testmirror.Content(name, size)
+	}
+	return files
+}
+
+func get(t *testing.T, tester *caddytest.Tester, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := tester.Client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", req.Method, req.URL, err)
+	}
+	return resp, body
+}
+
+func newRequest(t *testing.T, method, path string, headers ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return req
+}
+
+func TestDownloadsAreByteIdentical(t *testing.T) {
+	files := testFiles()
+	a, b := testmirror.New(t, files), testmirror.New(t, files)
+	dead := testmirror.Dead(t)
+	tester := startCaddy(t, fmt.Sprintf(`
+			workers 3
+			provider static %s %s %s`, dead, a.Base(), b.Base()))
+
+	for name, want := range files {
+		for range 3 {
+			resp, body := get(t, tester, newRequest(t, http.MethodGet, name, "Cookie", "secret=1", "Authorization", "Basic eDp5"))
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: status %d: %s", name, resp.StatusCode, body)
+			}
+			if !bytes.Equal(body, want) {
+				t.Fatalf("GET %s: got %d bytes, not the file's %d bytes", name, len(body), len(want))
+			}
+			if m := resp.Header.Get("Refractor-Mirror"); m != a.Base() && m != b.Base() {
+				t.Fatalf("GET %s: served by %q, want one of the live mirrors", name, m)
+			}
+		}
+	}
+	for _, m := range []*testmirror.Mirror{a, b} {
+		if h := m.LastHeaders(); h != nil && (h.Get("Cookie") != "" || h.Get("Authorization") != "") {
+			t.Errorf("mirror received client credentials: %v", h)
+		}
+	}
+}
+
+func TestRangeHeadAndConditionalRequests(t *testing.T) {
+	files := testFiles()
+	m := testmirror.New(t, files)
+	tester := startCaddy(t, "provider static "+m.Base())
+	name := "core/os/x86_64/big-1.0-1-any.pkg.tar.zst"
+	want := files[name]
+
+	resp, body := get(t, tester, newRequest(t, http.MethodGet, name, "Range", "bytes=1000-1999"))
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, want[1000:2000]) {
+		t.Fatalf("Range: status %d, %d bytes; want 206 and bytes 1000-1999", resp.StatusCode, len(body))
+	}
+	if cr := resp.Header.Get("Content-Range"); cr != fmt.Sprintf("bytes 1000-1999/%d", len(want)) {
+		t.Errorf("Content-Range = %q", cr)
+	}
+
+	resp, body = get(t, tester, newRequest(t, http.MethodHead, name))
+	if resp.StatusCode != http.StatusOK || len(body) != 0 || resp.ContentLength != int64(len(want)) {
+		t.Fatalf("HEAD: status %d, body %d bytes, Content-Length %d; want 200, no body, %d",
+			resp.StatusCode, len(body), resp.ContentLength, len(want))
+	}
+
+	since := testmirror.ModTime.Add(time.Hour).Format(http.TimeFormat)
+	resp, body = get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/core.db", "If-Modified-Since", since))
+	if resp.StatusCode != http.StatusNotModified || len(body) != 0 {
+		t.Fatalf("If-Modified-Since: status %d with %d bytes, want 304", resp.StatusCode, len(body))
+	}
+}
+
+func TestBadRequestsAreRejected(t *testing.T) {
+	m := testmirror.New(t, testFiles())
+	tester := startCaddy(t, "provider static "+m.Base())
+	before := m.Requests()
+
+	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions} {
+		resp, _ := get(t, tester, newRequest(t, method, "core/os/x86_64/core.db"))
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s: status %d, Allow %q; want 405 with Allow: GET, HEAD", method, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+	for _, raw := range []string{
+		"core/os/%2e%2e/%2e%2e/etc/passwd",
+		"core/os/.%2e/x86_64/core.db",
+		"core/..%2fsecret",
+		"core%5c..%5csecret",
+		"core/os/x86_64/core.db%00",
+		strings.Repeat("a/", 3000),
+	} {
+		req := newRequest(t, http.MethodGet, "")
+		req.URL.Opaque = "/archlinux/" + raw // sent exactly as written
+		before := m.Requests()
+		resp, _ := get(t, tester, req)
+		t.Logf("%s -> %d (%d mirror requests)", raw, resp.StatusCode, m.Requests()-before)
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+			t.Errorf("GET %s: status %d, want a 4xx", raw, resp.StatusCode)
+		}
+	}
+	if got := m.Requests() - before; got != 0 {
+		t.Errorf("%d bad requests reached the mirror", got)
+	}
+}
+
+func TestMissingFileAndDeadMirrors(t *testing.T) {
+	files := testFiles()
+	a, b := testmirror.New(t, files), testmirror.New(t, files)
+	tester := startCaddy(t, fmt.Sprintf(`
+			retries 2
+			provider static %s %s`, a.Base(), b.Base()))
+
+	resp, body := get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/core.db.sig"))
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a file no mirror has: status %d (%s), want 404", resp.StatusCode, body)
+	}
+
+	a.SetFault(testmirror.Status500, "", 0)
+	b.SetFault(testmirror.Status500, "", 0)
+	resp, body = get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/small-1.0-1-any.pkg.tar.zst"))
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), a.Base()) || !strings.Contains(string(body), b.Base()) {
+		t.Fatalf("all mirrors failing: status %d, body %q; want 502 naming both mirrors", resp.StatusCode, body)
+	}
+
+	a.SetFault(testmirror.NoFault, "", 0)
+	b.SetFault(testmirror.NoFault, "", 0)
+
+	// A stale mirror's 404 never reaches the client while another has it.
+	a.SetFault(testmirror.Status404, "medium", 0)
+	for range 4 {
+		resp, body := get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/medium-1.0-1-any.pkg.tar.zst"))
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Refractor-Mirror") != b.Base() {
+			t.Fatalf("status %d from %q (%s), want 200 from %s", resp.StatusCode, resp.Header.Get("Refractor-Mirror"), body, b.Base())
+		}
+	}
+}
