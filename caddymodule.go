@@ -16,6 +16,10 @@ import (
 
 	"github.com/caddy-refractor/refractor/pool"
 	"github.com/caddy-refractor/refractor/providers/static"
+
+	// The providers that ship with refractor, so one xcaddy --with brings
+	// them all.
+	_ "github.com/caddy-refractor/refractor/providers/command"
 )
 
 func init() {
@@ -44,6 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	refractor [<mirrors...>] {
+//	    name            <name>
 //	    workers         <n>
 //	    good_throughput <size>      # per second, e.g. 10MiB
 //	    window          <n>
@@ -74,6 +79,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		name := d.Val()
 		var err error
 		switch name {
+		case "name":
+			h.Name, err = oneArg(d)
 		case "workers":
 			h.Workers, err = positiveInt(d)
 		case "window":

@@ -2,6 +2,7 @@ package refractor
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,10 @@ import (
 // throughput they deliver, the slowest resign, and the provider replaces
 // them with fresh mirrors.
 type Handler struct {
+	// Name identifies this pool in metrics, the admin API and logs.
+	// Default: the provider's name and a short hash of its configuration,
+	// such as "static-1f2e3d4c".
+	Name string `json:"name,omitempty"`
 	// How many workers (mirrors) the pool keeps. Default: 8.
 	Workers int `json:"workers,omitempty"`
 	// Throughput, in bytes per second, at or above which a mirror never
@@ -81,6 +86,7 @@ type Handler struct {
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
 
 	pool     *pool.Pool
+	live     *namedPool
 	stateKey string
 	logger   *zap.Logger
 }
@@ -96,12 +102,19 @@ func (stateHolder) Destruct() error { return nil }
 // Provision sets up the handler and starts its pool.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	if h.ProviderRaw == nil {
 		return errors.New("provider: a provider of mirrors is required")
 	}
 	// Pools with the same provider share what they learned; LoadModule
 	// consumes the raw JSON, so take the key first.
 	h.stateKey = string(h.ProviderRaw)
+	if h.Name == "" {
+		h.Name = defaultName(h.ProviderRaw)
+	}
+	h.logger = h.logger.With(zap.String("pool", h.Name))
 	mod, err := ctx.LoadModule(h, "ProviderRaw")
 	if err != nil {
 		return fmt.Errorf("provider: loading module: %w", err)
@@ -116,14 +129,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading learned state: %w", err)
 	}
-	if err := h.Validate(); err != nil {
-		return err
-	}
 	h.pool, err = pool.New(h.poolConfig(provider, val.(stateHolder).State))
 	if err != nil {
 		return fmt.Errorf("starting pool: %w", err)
 	}
+	h.live = &namedPool{name: h.Name, pool: h.pool}
+	registerPool(h.live)
 	return nil
+}
+
+// defaultName names a pool after its provider's module and configuration.
+func defaultName(providerJSON []byte) string {
+	var head struct {
+		Source string `json:"source"`
+	}
+	_ = json.Unmarshal(providerJSON, &head)
+	sum := sha256.Sum256(providerJSON)
+	return fmt.Sprintf("%s-%x", cmpOr(head.Source, "pool"), sum[:4])
 }
 
 // Validate checks the configuration.
@@ -204,6 +226,9 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 
 // Cleanup stops the pool; its learned state stays for the next config.
 func (h *Handler) Cleanup() error {
+	if h.live != nil {
+		unregisterPool(h.live)
+	}
 	if h.pool != nil {
 		_ = h.pool.Close()
 	}

@@ -209,3 +209,99 @@ func TestMissingFileAndDeadMirrors(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolConvergesOnFastMirrors(t *testing.T) {
+	files := map[string][]byte{}
+	var names []string
+	for i := range 8 {
+		name := fmt.Sprintf("extra/os/x86_64/pkg%d-1.0-1-any.pkg.tar.zst", i)
+		files[name] = testmirror.Content(name, 320<<10)
+		names = append(names, name)
+	}
+	var slow, fast []*testmirror.Mirror
+	for range 4 {
+		m := testmirror.New(t, files)
+		m.SetRate(1 << 20)
+		slow = append(slow, m)
+	}
+	for range 2 {
+		fast = append(fast, testmirror.New(t, files))
+	}
+	var list []string
+	for _, m := range append(slow, fast...) { // the slow mirrors come first
+		list = append(list, m.Base())
+	}
+	tester := startCaddy(t, fmt.Sprintf(`
+			workers 3
+			resign 1
+			trial 2
+			window 4
+			good_throughput 32MiB
+			peek_timeout 5s
+			provider static %s`, strings.Join(list, " ")))
+	isFast := map[string]bool{fast[0].Base(): true, fast[1].Base(): true}
+
+	// Three clients download in parallel until the last 30 responses all
+	// came from the fast mirrors, or 400 downloads have not got there.
+	type result struct {
+		mirror string
+		err    error
+	}
+	const parallel, limit, streak = 3, 400, 30
+	results := make(chan result)
+	next := make(chan string)
+	done := make(chan struct{})
+	defer close(done)
+	for range parallel {
+		go func() {
+			for name := range next {
+				resp, err := tester.Client.Get(url(name))
+				r := result{err: err}
+				if err == nil {
+					body, rerr := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					r.mirror = resp.Header.Get("Refractor-Mirror")
+					switch {
+					case rerr != nil:
+						r.err = rerr
+					case resp.StatusCode != http.StatusOK:
+						r.err = fmt.Errorf("status %d", resp.StatusCode)
+					case !bytes.Equal(body, files[name]):
+						r.err = fmt.Errorf("%s: corrupt body from %s", name, r.mirror)
+					}
+				}
+				select {
+				case results <- r:
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		defer close(next)
+		for i := range limit {
+			select {
+			case next <- names[i%len(names)]:
+			case <-done:
+				return
+			}
+		}
+	}()
+	run := 0
+	for i := range limit {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("download %d: %v", i, r.err)
+		}
+		if !isFast[r.mirror] {
+			run = 0
+			continue
+		}
+		if run++; run == streak {
+			t.Logf("converged after %d downloads", i+1)
+			return
+		}
+	}
+	t.Fatalf("after %d downloads the pool still serves from slow mirrors", limit)
+}
