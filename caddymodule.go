@@ -66,6 +66,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    cooldown        <duration>
 //	    evict_after     <n>
 //	    changing_paths  <patterns...>
+//	    sync_file       <path>|off
+//	    sync_interval   <duration>
 //	    provider        <name> [<args...>] [{ ... }]
 //	}
 //
@@ -113,6 +115,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.StallTimeout, err = duration(d)
 		case "cooldown":
 			h.Cooldown, err = duration(d)
+		case "sync_file":
+			h.SyncFile, err = oneArg(d)
+		case "sync_interval":
+			h.SyncInterval, err = duration(d)
 		case "changing_paths":
 			h.ChangingPaths = d.RemainingArgs()
 			if len(h.ChangingPaths) == 0 {

@@ -82,6 +82,14 @@ type Handler struct {
 	// Default: Arch, Debian and RPM indexes (*.db, *.files, InRelease,
 	// Release, Packages*, repomd.xml, ...).
 	ChangingPaths []string `json:"changing_paths,omitempty"`
+	// Path, under each mirror's base, of a file holding the Unix time of
+	// the mirror's last sync, as Arch Linux mirrors' "lastsync". Files in
+	// changing_paths are served only by the mirrors that synced last
+	// (sync times from the provider count too). "off" stops reading it.
+	// Default: lastsync.
+	SyncFile string `json:"sync_file,omitempty"`
+	// How often the sync files are read again. Default: 5m.
+	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
 	// The provider of candidate mirrors. Required.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
 
@@ -170,6 +178,7 @@ func (h *Handler) Validate() error {
 		{"stall_timeout", h.StallTimeout < 0},
 		{"cooldown", h.Cooldown < 0},
 		{"evict_after", h.EvictAfter < 0},
+		{"sync_interval", h.SyncInterval < 0},
 	} {
 		if c.bad {
 			return fmt.Errorf("%s: must not be negative", c.name)
@@ -205,6 +214,8 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 		Cooldown:       time.Duration(h.Cooldown),
 		EvictAfter:     h.EvictAfter,
 		ChangingPaths:  h.ChangingPaths,
+		SyncFile:       h.SyncFile,
+		SyncInterval:   time.Duration(h.SyncInterval),
 		Provider:       provider,
 		State:          state,
 		Logger:         h.logger,
@@ -217,6 +228,9 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 	// none, which the pool spells as a negative number.
 	if h.Retries != nil {
 		cfg.Retries = cmpOr(*h.Retries, -1)
+	}
+	if h.SyncFile == "off" {
+		cfg.SyncFile = "-"
 	}
 	if h.Resign != nil {
 		cfg.Resign = cmpOr(*h.Resign, -1)

@@ -305,3 +305,56 @@ func TestPoolConvergesOnFastMirrors(t *testing.T) {
 	}
 	t.Fatalf("after %d downloads the pool still serves from slow mirrors", limit)
 }
+
+func TestStaleMirrorNeverServesTheDatabase(t *testing.T) {
+	fresh, stale := testFiles(), testFiles()
+	fresh["lastsync"] = []byte("1795000000\n")
+	stale["lastsync"] = []byte("1794990000\n")
+	stale["core/os/x86_64/core.db"] = testmirror.Content("an older core.db", 40<<10)
+	var mirrors []string
+	staleMirror := testmirror.New(t, stale)
+	freshMirror := testmirror.New(t, fresh)
+	mirrors = append(mirrors, staleMirror.Base(), freshMirror.Base())
+	tester := startCaddy(t, fmt.Sprintf(`
+			workers 2
+			provider static %s`, strings.Join(mirrors, " ")))
+
+	// Until the fresh mirror's sync time is known the stale one could be
+	// taken for the freshest: wait for both probes (the pool reads each
+	// mirror's lastsync as it joins).
+	waitFor(t, "the pool to read both mirrors' lastsync", func() bool {
+		known := 0
+		for _, ps := range poolStatuses() {
+			for _, w := range ps.Workers {
+				if !w.LastSync.IsZero() {
+					known++
+				}
+			}
+		}
+		return known == 2
+	})
+	servedPackages := map[string]int{}
+	for range 20 {
+		resp, body := get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/core.db"))
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, fresh["core/os/x86_64/core.db"]) {
+			t.Fatalf("core.db: status %d from %s: not the fresh database", resp.StatusCode, resp.Header.Get("Refractor-Mirror"))
+		}
+		resp, _ = get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/small-1.0-1-any.pkg.tar.zst"))
+		servedPackages[resp.Header.Get("Refractor-Mirror")]++
+	}
+	if servedPackages[staleMirror.Base()] == 0 {
+		t.Errorf("packages were served only by %v: the stale mirror should still serve files that do not change", servedPackages)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -23,6 +23,8 @@ const (
 	DefaultStallTimeout   = 10 * time.Second
 	DefaultCooldown       = 10 * time.Minute
 	DefaultEvictAfter     = 3
+	DefaultSyncFile       = "lastsync"
+	DefaultSyncInterval   = 5 * time.Minute
 )
 
 // DefaultChangingPaths are the file name patterns (path.Match syntax, matched
@@ -76,6 +78,15 @@ type Config struct {
 	// mirrors.
 	ChangingPaths []string
 
+	// SyncFile is the path, under each mirror's base, of a file holding
+	// the Unix time of the mirror's last sync (Arch's "lastsync"). Files
+	// that change in place are served only by the mirrors that synced
+	// last. "-" turns probing off; sync times from the provider still
+	// count.
+	SyncFile string
+	// SyncInterval is how often the sync files are read again.
+	SyncInterval time.Duration
+
 	// Provider hands out candidate mirrors. Required.
 	Provider Provider
 	// Transport makes the upstream requests; nil means NewTransport's
@@ -105,6 +116,11 @@ func (c *Config) setDefaults() {
 	setDefault(&c.StallTimeout, DefaultStallTimeout)
 	setDefault(&c.Cooldown, DefaultCooldown)
 	setDefault(&c.EvictAfter, DefaultEvictAfter)
+	setDefault(&c.SyncFile, DefaultSyncFile)
+	setDefault(&c.SyncInterval, DefaultSyncInterval)
+	if c.SyncFile == "-" {
+		c.SyncFile = ""
+	}
 	if c.ChangingPaths == nil {
 		c.ChangingPaths = DefaultChangingPaths
 	}

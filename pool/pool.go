@@ -50,12 +50,16 @@ type worker struct {
 	stats  *mirrorStats // guarded by State.mu
 	joined time.Time
 	busy   bool
+	// lastSync is when the mirror last synchronised, if known (from the
+	// provider or the mirror's sync file). Guarded by Pool.mu.
+	lastSync time.Time
 }
 
 // waiter is a request waiting for a worker.
 type waiter struct {
 	ready   chan *worker // buffered: the worker handed over
 	exclude map[string]bool
+	fresh   bool // only the freshest mirrors may serve it
 	since   time.Time
 }
 
@@ -134,14 +138,15 @@ func (p *Pool) Close() error {
 	return nil
 }
 
-// acquire waits for an idle worker whose mirror is not in exclude.
-func (p *Pool) acquire(ctx context.Context, exclude map[string]bool) (*worker, error) {
+// acquire waits for an idle worker whose mirror is not in exclude and, if
+// fresh is set, is among the freshest of the untried mirrors.
+func (p *Pool) acquire(ctx context.Context, exclude map[string]bool, fresh bool) (*worker, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, errClosed
 	}
-	if w := p.pickIdle(exclude); w != nil {
+	if w := p.pickIdle(exclude, fresh); w != nil {
 		w.busy = true
 		p.mu.Unlock()
 		p.obs.Queued(0)
@@ -155,7 +160,7 @@ func (p *Pool) acquire(ctx context.Context, exclude map[string]bool) (*worker, e
 		p.mu.Unlock()
 		return nil, errQueueFull
 	}
-	wt := &waiter{ready: make(chan *worker, 1), exclude: exclude, since: time.Now()}
+	wt := &waiter{ready: make(chan *worker, 1), exclude: exclude, fresh: fresh, since: time.Now()}
 	p.waiters = append(p.waiters, wt)
 	p.mu.Unlock()
 
@@ -188,13 +193,17 @@ func (p *Pool) acquire(ctx context.Context, exclude map[string]bool) (*worker, e
 // pickIdle chooses among idle workers not in exclude: a worker still on
 // trial first (it needs samples to be judged), then the best ranked.
 // p.mu must be held.
-func (p *Pool) pickIdle(exclude map[string]bool) *worker {
+func (p *Pool) pickIdle(exclude map[string]bool, fresh bool) *worker {
+	var newest time.Time
+	if fresh {
+		newest = p.newestSync(exclude)
+	}
 	p.state.mu.Lock()
 	defer p.state.mu.Unlock()
 	var best *worker
 	var bestScore float64
 	for _, w := range p.workers {
-		if w.busy || exclude[w.key] {
+		if w.busy || exclude[w.key] || w.lastSync.Before(newest) {
 			continue
 		}
 		s := w.stats.score()
@@ -209,6 +218,20 @@ func (p *Pool) pickIdle(exclude map[string]bool) *worker {
 }
 
 const inf = 1e300
+
+// newestSync is the latest known sync time among the mirrors not in
+// exclude: only mirrors that synced then may serve files that change in
+// place. Mirrors of unknown sync time count as older than any known one.
+// p.mu must be held.
+func (p *Pool) newestSync(exclude map[string]bool) time.Time {
+	var newest time.Time
+	for _, w := range p.workers {
+		if !exclude[w.key] && w.lastSync.After(newest) {
+			newest = w.lastSync
+		}
+	}
+	return newest
+}
 
 // allExcluded reports whether every worker in the pool is in exclude.
 // p.mu must be held.
@@ -271,7 +294,7 @@ func (p *Pool) record(mirror string, stats *mirrorStats, o outcome) {
 // p.mu must be held.
 func (p *Pool) handOver(w *worker) {
 	for i, wt := range p.waiters {
-		if wt.exclude[w.key] {
+		if wt.exclude[w.key] || (wt.fresh && w.lastSync.Before(p.newestSync(wt.exclude))) {
 			continue
 		}
 		p.waiters = slices.Delete(p.waiters, i, i+1)
@@ -409,12 +432,15 @@ func (p *Pool) recruitLoop() {
 		previous = append(previous, Candidate{URL: m})
 	}
 	p.state.mu.Unlock()
-	p.admit(previous)
+	p.probeSync(p.admit(previous))
 
 	backoff := minBackoff
+	resync := time.NewTicker(p.cfg.SyncInterval)
+	defer resync.Stop()
 	for {
 		if need := p.missing(); need > 0 {
-			if p.recruit(need) > 0 {
+			if joined := p.recruit(need); len(joined) > 0 {
+				p.probeSync(joined)
 				backoff = minBackoff
 				continue
 			}
@@ -428,10 +454,18 @@ func (p *Pool) recruitLoop() {
 		}
 		select {
 		case <-p.wake:
+		case <-resync.C:
+			p.probeSync(p.workerList())
 		case <-p.ctx.Done():
 			return
 		}
 	}
+}
+
+func (p *Pool) workerList() []*worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.workers)
 }
 
 // providerTimeout bounds one call to the provider.
@@ -439,9 +473,9 @@ const providerTimeout = time.Minute
 
 // recruit asks the provider for up to need new mirrors and reports how many
 // joined. A provider that proposes one mirror a call is asked a few times.
-func (p *Pool) recruit(need int) int {
-	joined := 0
-	for calls := 0; calls < need+2 && joined < need; calls++ {
+func (p *Pool) recruit(need int) []*worker {
+	var joined []*worker
+	for calls := 0; calls < need+2 && len(joined) < need; calls++ {
 		ctx, cancel := context.WithTimeout(p.ctx, providerTimeout)
 		cands, err := p.cfg.Provider.Candidates(ctx)
 		cancel()
@@ -454,8 +488,8 @@ func (p *Pool) recruit(need int) int {
 			return joined
 		}
 		n := p.admit(cands)
-		joined += n
-		if n == 0 && len(cands) != 1 {
+		joined = append(joined, n...)
+		if len(n) == 0 && len(cands) != 1 {
 			break // a list with nothing new: asking again won't help
 		}
 	}
@@ -475,11 +509,11 @@ func (p *Pool) noteProvider(err error) {
 }
 
 // admit adds workers for the candidates that are valid, new and not cooling
-// down, while the pool has room, and reports how many joined.
-func (p *Pool) admit(cands []Candidate) int {
+// down, while the pool has room, and returns the workers that joined.
+func (p *Pool) admit(cands []Candidate) []*worker {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	joined := 0
+	var joined []*worker
 	now := time.Now()
 	for _, c := range cands {
 		if p.closed || len(p.workers) >= p.cfg.Workers {
@@ -499,11 +533,11 @@ func (p *Pool) admit(cands []Candidate) int {
 			p.state.mu.Unlock()
 			continue
 		}
-		w := &worker{mirror: u, key: key, stats: p.state.stats(key, p.cfg.Window), joined: now}
+		w := &worker{mirror: u, key: key, stats: p.state.stats(key, p.cfg.Window), joined: now, lastSync: c.LastSync}
 		p.workers = append(p.workers, w)
 		p.publishMembers()
 		p.state.mu.Unlock()
-		joined++
+		joined = append(joined, w)
 		p.log.Info("mirror joined the pool", zap.String("mirror", key))
 		p.obs.MirrorJoined(key)
 		p.handOver(w)
@@ -522,6 +556,7 @@ type WorkerStatus struct {
 	Bytes    int64     `json:"bytes"`
 	Failures int64     `json:"failures"`
 	Joined   time.Time `json:"joined"`
+	LastSync time.Time `json:"last_sync,omitzero"`
 }
 
 // Status is a snapshot of a pool, for the status view.
@@ -555,6 +590,7 @@ func (p *Pool) Status() Status {
 			Bytes:    w.stats.bytes,
 			Failures: w.stats.failures,
 			Joined:   w.joined,
+			LastSync: w.lastSync,
 		})
 	}
 	slices.SortStableFunc(st.Workers, func(a, b WorkerStatus) int {

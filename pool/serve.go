@@ -120,7 +120,7 @@ type transfer struct {
 func (t *transfer) run() error {
 	p := t.p
 	for {
-		w, err := p.acquire(t.r.Context(), t.tried)
+		w, err := p.acquire(t.r.Context(), t.tried, t.changing)
 		if err != nil {
 			return t.giveUp(err)
 		}
