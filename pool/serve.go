@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ func (e *Error) Unwrap() error { return e.Err }
 var (
 	errPeekTimeout = errors.New("peek timeout")
 	errStalled     = errors.New("transfer stalled")
+	errTrickle     = errors.New("transfer far slower than the pool's median")
 	errClientGone  = errors.New("client went away")
 )
 
@@ -149,6 +151,10 @@ func (t *transfer) run() error {
 		if lastChance {
 			return t.giveUp(errNoUntried)
 		}
+		if t.committed {
+			p.log.Info("continuing the transfer from another mirror",
+				zap.String("path", t.rel), zap.String("failed_mirror", w.key), zap.Int64("offset", t.first+t.written))
+		}
 	}
 }
 
@@ -247,7 +253,7 @@ func (t *transfer) attempt(w *worker, lastChance bool) (outcome, error) {
 		}
 	}
 
-	body := &meter{r: resp.Body, stall: p.cfg.StallTimeout, cancel: cancel}
+	body := &meter{r: resp.Body, stall: p.cfg.StallTimeout, cancel: cancel, minRate: p.trickleRate()}
 	defer body.stop()
 	var peeked []byte
 	if !t.committed && t.r.Method != http.MethodHead {
@@ -461,15 +467,21 @@ func (t *transfer) stream(body *meter) error {
 }
 
 // meter reads a mirror's body, counting its bytes and the time spent
-// waiting for them (not the time spent writing to the client), and fails the
-// transfer when no byte arrives for the stall timeout.
+// waiting for them (not the time spent writing to the client). It fails the
+// transfer when no byte arrives for the stall timeout, or when, over a
+// stall timeout's worth of waiting, bytes arrive slower than minRate.
 type meter struct {
-	r      io.Reader
-	n      int64
-	busy   time.Duration
-	stall  time.Duration
-	cancel context.CancelCauseFunc
-	timer  *time.Timer
+	r       io.Reader
+	n       int64
+	busy    time.Duration
+	stall   time.Duration
+	cancel  context.CancelCauseFunc
+	timer   *time.Timer
+	minRate float64 // bytes per second; 0: no check
+
+	// The current trickle check period: bytes and busy time at its start.
+	periodBytes int64
+	periodBusy  time.Duration
 }
 
 func (m *meter) Read(b []byte) (int, error) {
@@ -483,6 +495,13 @@ func (m *meter) Read(b []byte) (int, error) {
 	m.busy += time.Since(began)
 	m.timer.Stop()
 	m.n += int64(n)
+	if span := m.busy - m.periodBusy; m.minRate > 0 && span >= m.stall {
+		if rate := float64(m.n-m.periodBytes) / span.Seconds(); rate < m.minRate && err == nil {
+			m.cancel(errTrickle)
+			return n, fmt.Errorf("%w: %.0f B/s", errTrickle, rate)
+		}
+		m.periodBytes, m.periodBusy = m.n, m.busy
+	}
 	return n, err
 }
 
@@ -510,6 +529,30 @@ func (p *Pool) penalise(mirrors []string) {
 	}
 }
 
+// trickleDivisor: a transfer slower than the pool's median score divided by
+// this, for a stall timeout's worth of waiting, fails.
+const trickleDivisor = 20
+
+// trickleRate is the rate below which a transfer is a trickle, or 0 while
+// fewer than three mirrors are ranked.
+func (p *Pool) trickleRate() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.state.mu.Lock()
+	defer p.state.mu.Unlock()
+	var scores []float64
+	for _, w := range p.workers {
+		if w.stats.count >= p.cfg.TrialSamples {
+			scores = append(scores, w.stats.score())
+		}
+	}
+	if len(scores) < 3 {
+		return 0
+	}
+	slices.Sort(scores)
+	return scores[len(scores)/2] / trickleDivisor
+}
+
 // failureReason is a short label for metrics.
 func failureReason(err error) string {
 	switch {
@@ -517,6 +560,8 @@ func failureReason(err error) string {
 		return "peek_timeout"
 	case errors.Is(err, errStalled):
 		return "stalled"
+	case errors.Is(err, errTrickle):
+		return "trickle"
 	case strings.Contains(err.Error(), "continuation"):
 		return "continuation"
 	case strings.HasPrefix(err.Error(), "status "):

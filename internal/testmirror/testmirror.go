@@ -53,6 +53,10 @@ const (
 	HangHeaders        // accept the request and never answer
 	HangMidBody        // send part of the body, then stop sending
 	ShortBody          // declare the full length, send less, close cleanly
+	ResetAtOnce        // reset the connection before any response
+	RedirectLoop       // redirect to the same URL, forever
+	RedirectFTP        // redirect to an ftp:// URL
+	HugeHeader         // answer with 128 KiB of response headers
 )
 
 // Mirror is a test mirror. Its fields may be changed while it runs.
@@ -67,6 +71,7 @@ type Mirror struct {
 	faultAt   int    // bytes sent before a mid-body fault
 
 	requests atomic.Int64
+	active   atomic.Int64
 	hangs    chan struct{} // closed when the mirror closes, to release hangs
 	ua       atomic.Value  // last User-Agent
 	headers  atomic.Value  // last request headers
@@ -122,6 +127,9 @@ func (m *Mirror) SetFault(f Fault, pathPart string, atByte int) {
 // Requests is how many requests the mirror has received.
 func (m *Mirror) Requests() int64 { return m.requests.Load() }
 
+// Active is how many requests the mirror is serving now.
+func (m *Mirror) Active() int64 { return m.active.Load() }
+
 // LastHeaders returns the headers of the last request the mirror received.
 func (m *Mirror) LastHeaders() http.Header {
 	h, _ := m.headers.Load().(http.Header)
@@ -132,6 +140,8 @@ const chunk = 16 << 10
 
 func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
 	m.requests.Add(1)
+	m.active.Add(1)
+	defer m.active.Add(-1)
 	m.headers.Store(r.Header.Clone())
 	m.mu.Lock()
 	limiter, fault, faultAt := m.limiter, m.fault, m.faultAt
@@ -148,6 +158,24 @@ func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	case fault == Status500:
 		http.Error(w, "boom", http.StatusInternalServerError)
+		return
+	case fault == ResetAtOnce:
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			_ = conn.Close()
+		}
+		return
+	case fault == HugeHeader:
+		w.Header().Set("X-Padding", strings.Repeat("x", 128<<10))
+		w.WriteHeader(http.StatusOK)
+		return
+	case fault == RedirectLoop:
+		http.Redirect(w, r, r.URL.Path, http.StatusFound)
+		return
+	case fault == RedirectFTP:
+		http.Redirect(w, r, "ftp://127.0.0.1/"+name, http.StatusFound)
 		return
 	case fault == HangHeaders:
 		select {
