@@ -59,6 +59,10 @@ var forwardedResponseHeaders = []string{
 	"Content-Length", "Content-Range", "Content-Type", "Etag", "Expires", "Last-Modified",
 }
 
+// statusClientClosedRequest is reported (not sent) when the client went
+// away, as Caddy's reverse proxy does.
+const statusClientClosedRequest = 499
+
 // copyBufferSize is the size of the buffer that streams a body after the
 // peek.
 const copyBufferSize = 32 << 10
@@ -136,7 +140,7 @@ func (t *transfer) run() error {
 			return nil
 		}
 		if errors.Is(err, errClientGone) || t.r.Context().Err() != nil {
-			t.report(http.StatusRequestTimeout)
+			t.report(statusClientClosedRequest)
 			return context.Cause(t.r.Context())
 		}
 		t.failures = append(t.failures, w.key+": "+err.Error())
@@ -179,7 +183,7 @@ func (t *transfer) giveUp(err error) error {
 		status = http.StatusBadGateway
 		err = fmt.Errorf("%s: all %d attempts failed:\n%s", t.rel, t.attempts, strings.Join(t.failures, "\n"))
 	default: // the client went away while waiting
-		t.report(http.StatusRequestTimeout)
+		t.report(statusClientClosedRequest)
 		return err
 	}
 	t.report(status)

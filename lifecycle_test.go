@@ -1,0 +1,108 @@
+package refractor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/goleak"
+
+	"github.com/caddy-refractor/refractor/internal/testmirror"
+)
+
+// TestReloadKeepsRanking: after a config reload with the same provider, the
+// new pool starts from the old pool's mirrors and what it learned of them.
+func TestReloadKeepsRanking(t *testing.T) {
+	files := testFiles()
+	a, b := testmirror.New(t, files), testmirror.New(t, files)
+	provider := fmt.Sprintf("provider static %s %s", a.Base(), b.Base())
+	tester := startCaddy(t, "workers 2\n"+provider)
+	for range 10 {
+		resp, _ := get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/medium-1.0-1-any.pkg.tar.zst"))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	learned := samplesByMirror()
+	if learned[a.Base()]+learned[b.Base()] == 0 {
+		t.Fatal("no samples after 10 downloads")
+	}
+
+	startCaddy(t, "workers 3\n"+provider) // a reload: a new pool
+	waitFor(t, "the new pool to take back both mirrors", func() bool { return len(samplesByMirror()) == 2 })
+	if got := samplesByMirror(); got[a.Base()] != learned[a.Base()] || got[b.Base()] != learned[b.Base()] {
+		t.Errorf("samples after the reload %v, want those learned before it %v", got, learned)
+	}
+}
+
+// samplesByMirror returns the samples of every worker of every live pool.
+func samplesByMirror() map[string]int {
+	out := map[string]int{}
+	for _, ps := range poolStatuses() {
+		for _, w := range ps.Workers {
+			out[w.Mirror] += w.Samples
+		}
+	}
+	return out
+}
+
+// TestNoGoroutineSurvivesCleanup provisions the handler the way Caddy does,
+// serves finished, failed and abandoned requests, cleans up, and checks no
+// goroutine it started is left.
+func TestNoGoroutineSurvivesCleanup(t *testing.T) {
+	files := testFiles()
+	a, b := testmirror.New(t, files), testmirror.New(t, files)
+	b.SetFault(testmirror.Status500, "medium", 0)
+	ignore := goleak.IgnoreCurrent()
+
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	var h Handler
+	cfg := fmt.Sprintf(`{"workers": 2, "provider": {"source": "static", "mirrors": [%q, %q]}}`, a.Base(), b.Base())
+	if err := json.Unmarshal([]byte(cfg), &h); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = h.ServeHTTP(w, r, nil)
+	}))
+	client := front.Client()
+	for name, want := range files {
+		resp, err := client.Get(front.URL + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Equal(body, want) {
+			t.Fatalf("%s: got %d bytes, want %d", name, len(body), len(want))
+		}
+	}
+	// A client that leaves halfway.
+	a.SetRate(1 << 20)
+	reqCtx, stop := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(reqCtx, http.MethodGet, front.URL+"/core/os/x86_64/big-1.0-1-any.pkg.tar.zst", nil)
+	if resp, err := client.Do(req); err == nil {
+		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+		stop()
+		resp.Body.Close()
+	}
+	stop()
+
+	front.Close()
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	client.CloseIdleConnections()
+	a.Close()
+	b.Close()
+	goleak.VerifyNone(t, ignore)
+}
