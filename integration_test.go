@@ -1,9 +1,11 @@
 package refractor
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -357,4 +359,58 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestHostileRequestTargets sends request targets a normal client never
+// would, over a raw connection: none reaches a mirror.
+func TestHostileRequestTargets(t *testing.T) {
+	m := testmirror.New(t, testFiles())
+	startCaddy(t, "provider static "+m.Base())
+	host := fmt.Sprintf("localhost:%d", httpPort)
+	for _, tc := range []struct {
+		request string
+		want    int
+	}{
+		// absolute-form: the client must not choose what is contacted
+		{"GET http://" + host + "/archlinux/core/os/x86_64/core.db HTTP/1.1\r\nHost: " + host + "\r\n\r\n", http.StatusBadRequest},
+		{"GET http://127.0.0.1:1/archlinux/core/os/x86_64/core.db HTTP/1.1\r\nHost: " + host + "\r\n\r\n", 0},
+		{"CONNECT /archlinux/core/os/x86_64/core.db HTTP/1.1\r\nHost: " + host + "\r\n\r\n", http.StatusMethodNotAllowed},
+		{"GET /archlinux/core/os/x86_64/core.db\x01 HTTP/1.1\r\nHost: " + host + "\r\n\r\n", 0},
+		{"GET /archlinux/core/os/x86_64/%zz HTTP/1.1\r\nHost: " + host + "\r\n\r\n", http.StatusBadRequest},
+		{"GET /archlinux/core/os/%2E%2E/x86_64/core.db HTTP/1.1\r\nHost: " + host + "\r\n\r\n", http.StatusBadRequest},
+		// out of the handle_path prefix altogether: Caddy's own routing
+		{"GET /archlinux/core/os/%2E%2E/%2E%2E/%2E%2E/etc/passwd HTTP/1.1\r\nHost: " + host + "\r\n\r\n", 0},
+	} {
+		before := m.Requests()
+		status := rawRequest(t, tc.request)
+		if tc.want != 0 && status != tc.want {
+			t.Errorf("%q: status %d, want %d", tc.request, status, tc.want)
+		}
+		if tc.want == 0 && status < 400 && status != 200 {
+			t.Errorf("%q: status %d, want a 4xx or Caddy's empty answer", tc.request, status)
+		}
+		if m.Requests() != before {
+			t.Errorf("%q reached the mirror", tc.request)
+		}
+	}
+}
+
+// rawRequest writes a request verbatim and returns the response status.
+func rawRequest(t *testing.T, request string) int {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", httpPort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%q: %v", request, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
