@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -70,6 +71,7 @@ type Mirror struct {
 	faultPath string // the fault applies to paths containing this
 	faultAt   int    // bytes sent before a mid-body fault
 
+	flaky    float64 // probability that a request meets a random fault
 	requests atomic.Int64
 	active   atomic.Int64
 	hangs    chan struct{} // closed when the mirror closes, to release hangs
@@ -124,6 +126,17 @@ func (m *Mirror) SetFault(f Fault, pathPart string, atByte int) {
 	m.fault, m.faultPath, m.faultAt = f, pathPart, atByte
 }
 
+// flakyFaults are the faults a flaky mirror picks from.
+var flakyFaults = []Fault{Status500, Status404, ResetAtOnce, ResetMidBody, HangMidBody, ShortBody}
+
+// SetFlaky makes each request meet a random fault, at a random offset,
+// with probability p.
+func (m *Mirror) SetFlaky(p float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.flaky = p
+}
+
 // Requests is how many requests the mirror has received.
 func (m *Mirror) Requests() int64 { return m.requests.Load() }
 
@@ -147,6 +160,10 @@ func (m *Mirror) serve(w http.ResponseWriter, r *http.Request) {
 	limiter, fault, faultAt := m.limiter, m.fault, m.faultAt
 	if !strings.Contains(r.URL.Path, m.faultPath) {
 		fault = NoFault
+	}
+	if m.flaky > 0 && rand.Float64() < m.flaky {
+		fault = flakyFaults[rand.IntN(len(flakyFaults))]
+		faultAt = rand.IntN(2 << 20)
 	}
 	m.mu.Unlock()
 
