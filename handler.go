@@ -280,7 +280,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	case err == nil:
 		return nil
 	case errors.As(err, &perr):
-		h.logger.Warn("request failed", zap.String("path", rel), zap.Int("status", perr.Status), zap.Error(err))
+		level := zap.WarnLevel
+		if perr.Status == http.StatusNotFound {
+			level = zap.DebugLevel // routine: .sig files of unsigned databases
+		}
+		if ce := h.logger.Check(level, "request failed"); ce != nil {
+			ce.Write(zap.String("path", rel), zap.Int("status", perr.Status), zap.Error(err))
+		}
 		if perr.RetryAfter > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(perr.RetryAfter.Seconds())))
 		}

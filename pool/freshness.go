@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -61,11 +62,12 @@ func (p *Pool) fetchSync(w *worker) (time.Time, error) {
 	}
 	secs, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil || secs <= 0 {
-		return time.Time{}, &statusError{"sync file is not a Unix time"}
+		return time.Time{}, errors.New("sync file is not a Unix time")
 	}
 	return time.Unix(secs, 0), nil
 }
 
-type statusError struct{ msg string }
+// statusError is a mirror's answer with an unusable status.
+type statusError struct{ status string }
 
-func (e *statusError) Error() string { return e.msg }
+func (e *statusError) Error() string { return "status " + e.status }

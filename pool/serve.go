@@ -40,10 +40,11 @@ func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
 var (
-	errPeekTimeout = errors.New("peek timeout")
-	errStalled     = errors.New("transfer stalled")
-	errTrickle     = errors.New("transfer far slower than the pool's median")
-	errClientGone  = errors.New("client went away")
+	errPeekTimeout  = errors.New("peek timeout")
+	errStalled      = errors.New("transfer stalled")
+	errTrickle      = errors.New("transfer far slower than the pool's median")
+	errContinuation = errors.New("continuation")
+	errClientGone   = errors.New("client went away")
 )
 
 // Request headers passed to mirrors. Everything else (cookies, credentials,
@@ -144,11 +145,17 @@ func (t *transfer) run() error {
 			return context.Cause(t.r.Context())
 		}
 		t.failures = append(t.failures, w.key+": "+err.Error())
-		p.obs.AttemptFailed(w.key, failureReason(err))
-		p.log.Warn("mirror failed",
-			zap.String("mirror", w.key), zap.String("path", t.rel),
-			zap.Int("attempt", t.attempts), zap.Bool("committed", t.committed),
-			zap.Int64("offset", t.first+t.written), zap.Error(err))
+		reason := failureReason(err)
+		p.obs.AttemptFailed(w.key, reason)
+		level := zap.WarnLevel
+		if reason == "not_found" { // routine: unsigned databases' .sig, stale mirrors
+			level = zap.DebugLevel
+		}
+		if ce := p.log.Check(level, "mirror failed"); ce != nil {
+			ce.Write(zap.String("mirror", w.key), zap.String("path", t.rel),
+				zap.Int("attempt", t.attempts), zap.Bool("committed", t.committed),
+				zap.Int64("offset", t.first+t.written), zap.Error(err))
+		}
 		if t.committed && !t.resumable() {
 			return t.abort()
 		}
@@ -244,12 +251,13 @@ func (t *transfer) attempt(w *worker, lastChance bool) (outcome, error) {
 	mirrorTime := time.Since(began)
 
 	if isMirrorFailure(resp.StatusCode) {
-		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
+		err := &statusError{resp.Status}
+		if isNotFound(resp.StatusCode) {
 			// Not a failure yet: only stale if another mirror has it.
 			t.notFound = append(t.notFound, w.key)
-			return outcome{}, fmt.Errorf("status %s", resp.Status)
+			return outcome{}, &notFoundError{err}
 		}
-		return outcome{failed: true}, fmt.Errorf("status %s", resp.Status)
+		return outcome{failed: true}, err
 	}
 	if t.committed {
 		if err := t.checkContinuation(resp); err != nil {
@@ -298,6 +306,15 @@ func (t *transfer) failed(ctx context.Context, err error) (outcome, error) {
 	}
 	return outcome{failed: true}, err
 }
+
+func isNotFound(status int) bool {
+	return status == http.StatusNotFound || status == http.StatusGone
+}
+
+// notFoundError is a mirror's 404 or 410.
+type notFoundError struct{ *statusError }
+
+func (e *notFoundError) Unwrap() error { return e.statusError }
 
 // isMirrorFailure reports whether a status means this mirror cannot serve
 // the request while another might.
@@ -387,18 +404,18 @@ func (t *transfer) commit(mirror string, resp *http.Response) {
 // request carries the rest of the very file the client is receiving.
 func (t *transfer) checkContinuation(resp *http.Response) error {
 	if resp.StatusCode != http.StatusPartialContent {
-		return fmt.Errorf("continuation: status %s, want 206", resp.Status)
+		return fmt.Errorf("%w: status %s, want 206", errContinuation, resp.Status)
 	}
 	first, last, size, err := parseContentRange(resp.Header.Get("Content-Range"))
 	if err != nil {
-		return fmt.Errorf("continuation: %w", err)
+		return fmt.Errorf("%w: %w", errContinuation, err)
 	}
 	if first != t.first+t.written || last != t.last || size != t.size {
-		return fmt.Errorf("continuation: got bytes %d-%d/%d, want %d-%d/%d",
+		return fmt.Errorf("%w: got bytes %d-%d/%d, want %d-%d/%d", errContinuation,
 			first, last, size, t.first+t.written, t.last, t.size)
 	}
 	if lm := resp.Header.Get("Last-Modified"); lm != "" && t.modified != "" && lm != t.modified {
-		return fmt.Errorf("continuation: Last-Modified %q differs from %q", lm, t.modified)
+		return fmt.Errorf("%w: Last-Modified %q differs from %q", errContinuation, lm, t.modified)
 	}
 	return nil
 }
@@ -566,10 +583,12 @@ func failureReason(err error) string {
 		return "stalled"
 	case errors.Is(err, errTrickle):
 		return "trickle"
-	case strings.Contains(err.Error(), "continuation"):
-		return "continuation"
-	case strings.HasPrefix(err.Error(), "status "):
+	case errors.As(err, new(*notFoundError)):
+		return "not_found"
+	case errors.As(err, new(*statusError)):
 		return "status"
+	case errors.Is(err, errContinuation):
+		return "continuation"
 	default:
 		return "error"
 	}
