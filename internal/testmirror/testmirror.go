@@ -75,7 +75,6 @@ type Mirror struct {
 	requests atomic.Int64
 	active   atomic.Int64
 	hangs    chan struct{} // closed when the mirror closes, to release hangs
-	ua       atomic.Value  // last User-Agent
 	headers  atomic.Value  // last request headers
 }
 
