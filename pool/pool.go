@@ -330,13 +330,15 @@ func (p *Pool) shouldResign(w *worker) bool {
 	if score >= p.cfg.GoodThroughput {
 		return false
 	}
+	// Workers still on trial cannot resign, but what they have shown so
+	// far counts: slow mirrors take longest to finish their trial, and a
+	// ranking of only the finished would put a good mirror at the bottom.
 	ranked, below := 0, 0
 	for _, o := range p.workers {
-		if o.stats.count < p.cfg.TrialSamples {
-			continue
+		if o.stats.count >= p.cfg.TrialSamples {
+			ranked++
 		}
-		ranked++
-		if o != w && o.stats.score() < score {
+		if o != w && o.stats.count > 0 && o.stats.score() < score {
 			below++
 		}
 	}

@@ -126,13 +126,16 @@ type transfer struct {
 
 func (t *transfer) run() error {
 	p := t.p
+	var w *worker
 	for {
-		w, err := p.acquire(t.r.Context(), t.tried, t.changing)
-		if err != nil {
-			return t.giveUp(err)
+		if w == nil {
+			var err error
+			if w, err = p.acquire(t.r.Context(), t.tried, t.changing); err != nil {
+				return t.giveUp(err)
+			}
+			t.attempts++
 		}
 		t.tried[w.key] = true
-		t.attempts++
 		lastChance := t.attempts > p.cfg.Retries
 		o, err := t.attempt(w, lastChance)
 		p.release(w, o)
@@ -140,19 +143,30 @@ func (t *transfer) run() error {
 			t.finish(w.key)
 			return nil
 		}
+		var up *upgrade
+		if errors.As(err, &up) {
+			// A much faster worker takes over the rest; not a failure.
+			p.log.Debug("moving the transfer to a faster mirror",
+				zap.String("path", t.rel), zap.String("from", w.key), zap.String("to", up.to.key),
+				zap.Int64("offset", t.first+t.written), zap.Float64("rate_bps", up.rate))
+			w = up.to
+			continue
+		}
+		failed := w
+		w = nil
 		if errors.Is(err, errClientGone) || t.r.Context().Err() != nil {
 			t.report(statusClientClosedRequest)
 			return context.Cause(t.r.Context())
 		}
-		t.failures = append(t.failures, w.key+": "+err.Error())
+		t.failures = append(t.failures, failed.key+": "+err.Error())
 		reason := failureReason(err)
-		p.obs.AttemptFailed(w.key, reason)
+		p.obs.AttemptFailed(failed.key, reason)
 		level := zap.WarnLevel
 		if reason == "not_found" { // routine: unsigned databases' .sig, stale mirrors
 			level = zap.DebugLevel
 		}
 		if ce := p.log.Check(level, "mirror failed"); ce != nil {
-			ce.Write(zap.String("mirror", w.key), zap.String("path", t.rel),
+			ce.Write(zap.String("mirror", failed.key), zap.String("path", t.rel),
 				zap.Int("attempt", t.attempts), zap.Bool("committed", t.committed),
 				zap.Int64("offset", t.first+t.written), zap.Error(err))
 		}
@@ -164,7 +178,7 @@ func (t *transfer) run() error {
 		}
 		if t.committed {
 			p.log.Info("continuing the transfer from another mirror",
-				zap.String("path", t.rel), zap.String("failed_mirror", w.key), zap.Int64("offset", t.first+t.written))
+				zap.String("path", t.rel), zap.String("failed_mirror", failed.key), zap.Int64("offset", t.first+t.written))
 		}
 	}
 }
@@ -282,9 +296,13 @@ func (t *transfer) attempt(w *worker, lastChance bool) (outcome, error) {
 	if err := t.send(peeked); err != nil {
 		return outcome{}, err
 	}
-	if err := t.stream(body); err != nil {
-		if errors.Is(err, errClientGone) {
+	if err := t.stream(w, body); err != nil {
+		var up *upgrade
+		switch {
+		case errors.Is(err, errClientGone):
 			return outcome{}, err
+		case errors.As(err, &up):
+			return outcome{success: true, bytes: body.n, elapsed: mirrorTime + body.busy}, err
 		}
 		return t.failed(ctx, err)
 	}
@@ -467,15 +485,26 @@ func (t *transfer) send(b []byte) error {
 }
 
 // stream copies the rest of the body to the client.
-func (t *transfer) stream(body *meter) error {
+// While it streams a file that may be continued elsewhere, it looks now and
+// then for an idle worker so much faster that handing it the rest of the
+// file is worth a new request; it then returns an *upgrade.
+func (t *transfer) stream(w *worker, body *meter) error {
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
+	canMove := t.resumable()
+	nextCheck := body.busy + upgradeCheckEvery
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
 			if werr := t.send(buf[:n]); werr != nil {
 				return werr
+			}
+		}
+		if canMove && err == nil && body.busy >= nextCheck {
+			nextCheck = body.busy + upgradeCheckEvery
+			if up := t.p.fasterWorker(t.tried, body.rate(), t.last-t.first-t.written+1); up != nil {
+				return up
 			}
 		}
 		if err == io.EOF {
@@ -526,6 +555,11 @@ func (m *meter) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// rate is the mirror's throughput so far, in bytes per second.
+func (m *meter) rate() float64 {
+	return float64(m.n) / max(m.busy.Seconds(), 1e-6)
+}
+
 func (m *meter) stop() {
 	if m.timer != nil {
 		m.timer.Stop()
@@ -548,6 +582,55 @@ func (p *Pool) penalise(mirrors []string) {
 			}
 		}
 	}
+}
+
+// Moving a transfer to a faster worker: how often to look for one (in time
+// spent waiting for the mirror), how much faster it must be, and how much
+// time it must save.
+const (
+	upgradeCheckEvery = 250 * time.Millisecond
+	upgradeFactor     = 2
+	upgradeMinSaving  = time.Second
+)
+
+// upgrade hands the rest of a transfer to a faster worker.
+type upgrade struct {
+	to   *worker
+	rate float64 // the current transfer's rate
+}
+
+func (u *upgrade) Error() string { return "moving to a faster mirror: " + u.to.key }
+
+// fasterWorker takes an idle ranked worker, not in exclude, whose score is
+// at least upgradeFactor times rate and would finish the remaining bytes at
+// least upgradeMinSaving sooner, or returns nil.
+func (p *Pool) fasterWorker(exclude map[string]bool, rate float64, remaining int64) *upgrade {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.waiters) > 0 || p.closed {
+		return nil // idle workers are for waiting requests first
+	}
+	p.state.mu.Lock()
+	defer p.state.mu.Unlock()
+	var best *worker
+	var bestScore float64
+	for _, w := range p.workers {
+		if w.busy || exclude[w.key] || w.stats.count < p.cfg.TrialSamples {
+			continue
+		}
+		if s := w.stats.score(); s > bestScore {
+			best, bestScore = w, s
+		}
+	}
+	if best == nil || bestScore < upgradeFactor*rate {
+		return nil
+	}
+	saving := float64(remaining)/rate - float64(remaining)/bestScore
+	if saving < upgradeMinSaving.Seconds() {
+		return nil
+	}
+	best.busy = true
+	return &upgrade{to: best, rate: rate}
 }
 
 // trickleDivisor: a transfer slower than the pool's median score divided by
