@@ -281,20 +281,22 @@ func (t *transfer) attempt(w *worker, lastChance bool) (outcome, error) {
 
 	body := &meter{r: resp.Body, stall: p.cfg.StallTimeout, cancel: cancel, minRate: p.trickleRate()}
 	defer body.stop()
-	var peeked []byte
-	if !t.committed && t.r.Method != http.MethodHead {
-		var release func()
-		peeked, release, err = t.peek(body, cancel, lastChance)
-		defer release()
-		if err != nil {
-			return t.failed(ctx, fmt.Errorf("peek: %w", err))
-		}
-	}
 	if !t.committed {
+		var peeked []byte
+		release := func() {}
+		if t.r.Method != http.MethodHead {
+			peeked, release, err = t.peek(body, cancel, lastChance)
+			if err != nil {
+				release()
+				return t.failed(ctx, fmt.Errorf("peek: %w", err))
+			}
+		}
 		t.commit(w.key, resp)
-	}
-	if err := t.send(peeked); err != nil {
-		return outcome{}, err
+		err := t.send(peeked)
+		release() // the peek buffer is not held for the rest of the transfer
+		if err != nil {
+			return outcome{}, err
+		}
 	}
 	if err := t.stream(w, body); err != nil {
 		var up *upgrade

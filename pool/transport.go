@@ -39,6 +39,5 @@ func NewTransport(c TransportConfig) *http.Transport {
 		IdleConnTimeout:        90 * time.Second,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: c.MaxHeaderBytes,
-		ReadBufferSize:         64 << 10,
 	}
 }
