@@ -244,6 +244,19 @@ func (p *Pool) allExcluded(exclude map[string]bool) bool {
 	return true
 }
 
+// untriedLeft is how many workers are not in tried.
+func (p *Pool) untriedLeft(tried map[string]bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, w := range p.workers {
+		if !tried[w.key] {
+			n++
+		}
+	}
+	return n
+}
+
 // outcome is what a transfer taught about a worker's mirror.
 type outcome struct {
 	bytes   int64         // body bytes received from the mirror

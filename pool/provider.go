@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -49,6 +50,15 @@ func ParseMirrorURL(raw string) (*url.URL, error) {
 	}
 	if u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
 		return nil, fmt.Errorf("mirror URL %q: query and fragment are not allowed", raw)
+	}
+	// One mirror, one spelling: hosts are case-insensitive and default
+	// ports are implied.
+	u.Host = strings.ToLower(u.Host)
+	if port := u.Port(); (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		u.Host = u.Hostname()
+		if strings.Contains(u.Host, ":") {
+			u.Host = "[" + u.Host + "]"
+		}
 	}
 	if u.Path == "" || u.Path[len(u.Path)-1] != '/' {
 		u.Path += "/"

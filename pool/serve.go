@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -136,7 +137,9 @@ func (t *transfer) run() error {
 			t.attempts++
 		}
 		t.tried[w.key] = true
-		lastChance := t.attempts > p.cfg.Retries
+		// The last chance is not held to the peek timeout: better a slow
+		// download than none.
+		lastChance := t.attempts > p.cfg.Retries || p.untriedLeft(t.tried) == 0
 		o, err := t.attempt(w, lastChance)
 		p.release(w, o)
 		if err == nil {
@@ -250,7 +253,7 @@ func (t *transfer) attempt(w *worker, lastChance bool) (outcome, error) {
 	p := t.p
 	ctx, cancel := context.WithCancelCause(t.r.Context())
 	defer cancel(nil)
-	req, err := http.NewRequestWithContext(ctx, t.r.Method, w.mirror.JoinPath(t.rel).String(), nil)
+	req, err := http.NewRequestWithContext(ctx, t.r.Method, fileURL(w.mirror, t.rel), nil)
 	if err != nil {
 		return outcome{}, fmt.Errorf("building request: %w", err)
 	}
@@ -321,7 +324,7 @@ func (t *transfer) failed(ctx context.Context, err error) (outcome, error) {
 	if t.r.Context().Err() != nil {
 		return outcome{}, errClientGone
 	}
-	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled && !errors.Is(err, cause) {
 		err = fmt.Errorf("%w (%w)", cause, err)
 	}
 	return outcome{failed: true}, err
@@ -574,14 +577,18 @@ func (p *Pool) penalise(mirrors []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, key := range mirrors {
-		for _, w := range p.workers {
-			if w.key == key {
-				p.record(key, w.stats, outcome{failed: true})
-				if !w.busy && p.leaveReason(w) != "" {
-					p.remove(w, ReasonEvicted)
-				}
-				break
-			}
+		i := slices.IndexFunc(p.workers, func(w *worker) bool { return w.key == key })
+		if i < 0 {
+			continue
+		}
+		w := p.workers[i]
+		p.state.mu.Lock()
+		w.stats.addFailure()
+		score := w.stats.score()
+		p.state.mu.Unlock()
+		p.obs.Scored(key, score)
+		if reason := p.leaveReason(w); !w.busy && reason != "" {
+			p.remove(w, reason)
 		}
 	}
 }
@@ -633,6 +640,19 @@ func (p *Pool) fasterWorker(exclude map[string]bool, rate float64, remaining int
 	}
 	best.busy = true
 	return &upgrade{to: best, rate: rate}
+}
+
+// fileURL is the URL of the file at rel (a decoded path, as CleanPath
+// returns it) on the mirror at base. rel is escaped exactly once, so a
+// "%" in it stays a literal "%" and can never decode into "../" upstream.
+func fileURL(base *url.URL, rel string) string {
+	u := *base
+	u.Path = base.Path + rel
+	u.RawPath = ""
+	if base.RawPath != "" {
+		u.RawPath = base.EscapedPath() + (&url.URL{Path: rel}).EscapedPath()
+	}
+	return u.String()
 }
 
 // trickleDivisor: a transfer slower than the pool's median score divided by
