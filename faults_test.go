@@ -41,6 +41,7 @@ func TestMirrorFaults(t *testing.T) {
 			trial 1000
 			resign 0
 			evict_after 1000
+			sync_file off
 			retries 2
 			peek_timeout 300ms
 			header_timeout 500ms
@@ -152,6 +153,7 @@ func TestBrokenTransfersAbortTheConnection(t *testing.T) {
 	tester := startCaddy(t, fmt.Sprintf(`
 			workers 2
 			evict_after 1000
+			sync_file off
 			provider static %s %s`, a.Base(), b.Base()))
 
 	for _, tc := range []struct {

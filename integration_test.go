@@ -149,7 +149,7 @@ func TestRangeHeadAndConditionalRequests(t *testing.T) {
 
 func TestBadRequestsAreRejected(t *testing.T) {
 	m := testmirror.New(t, testFiles())
-	tester := startCaddy(t, "provider static "+m.Base())
+	tester := startCaddy(t, "sync_file off\nprovider static "+m.Base()) // no probes: count only requests
 	before := m.Requests()
 
 	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions} {
@@ -365,7 +365,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // would, over a raw connection: none reaches a mirror.
 func TestHostileRequestTargets(t *testing.T) {
 	m := testmirror.New(t, testFiles())
-	startCaddy(t, "provider static "+m.Base())
+	startCaddy(t, "sync_file off\nprovider static "+m.Base()) // no probes: count only requests
 	host := fmt.Sprintf("localhost:%d", httpPort)
 	for _, tc := range []struct {
 		request string
