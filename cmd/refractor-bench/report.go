@@ -1,0 +1,134 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// median returns the median of xs and whether it is a lower bound (a
+// censored value is one). For an even count it is the mean of the two
+// middle values.
+func median(xs []float64, censored []bool) (float64, bool) {
+	type v struct {
+		x float64
+		c bool
+	}
+	vs := make([]v, len(xs))
+	for i := range xs {
+		vs[i] = v{xs[i], censored != nil && censored[i]}
+	}
+	slices.SortFunc(vs, func(a, b v) int {
+		switch {
+		case a.x < b.x:
+			return -1
+		case a.x > b.x:
+			return 1
+		}
+		return 0
+	})
+	n := len(vs)
+	if n == 0 {
+		return 0, false
+	}
+	if n%2 == 1 {
+		return vs[n/2].x, vs[n/2].c
+	}
+	a, b := vs[n/2-1], vs[n/2]
+	return (a.x + b.x) / 2, a.c || b.c
+}
+
+type summary struct {
+	wall, rate, share, recovery    float64
+	wallMin, wallMax               float64
+	done, files                    float64
+	gaveUp                         int
+	wallCensored, recoveryCensored bool
+	failures, corrupt              int
+	censoredRuns, runs             int
+}
+
+func summarize(rs []runData) summary {
+	var walls, rates, shares, recs, dones []float64
+	var cens, recCens []bool
+	var s summary
+	for _, r := range rs {
+		walls = append(walls, r.Wall)
+		cens = append(cens, r.Censored)
+		rates = append(rates, float64(r.Good)/mib/r.Wall)
+		shares = append(shares, r.TopShare)
+		recs = append(recs, r.Recovery)
+		recCens = append(recCens, !r.Recovered)
+		s.failures += r.Failures
+		s.gaveUp += r.GaveUp
+		dones = append(dones, float64(r.Done))
+		s.files = float64(r.Files)
+		s.corrupt += r.Corrupt
+		if r.Censored {
+			s.censoredRuns++
+		}
+	}
+	s.runs = len(rs)
+	s.wall, s.wallCensored = median(walls, cens)
+	s.wallMin, s.wallMax = slices.Min(walls), slices.Max(walls)
+	s.done, _ = median(dones, nil)
+	s.rate, _ = median(rates, nil)
+	s.share, _ = median(shares, nil)
+	s.recovery, s.recoveryCensored = median(recs, recCens)
+	return s
+}
+
+func gt(b bool) string {
+	if b {
+		return ">"
+	}
+	return ""
+}
+
+func printCell(w io.Writer, c *cell, sc scenario) {
+	fmt.Fprintf(w, "### %s, %s\n\n", c.Scenario, c.Clients)
+	fmt.Fprintf(w, "%s. %d files, %.0f MiB (largest %.0f MiB). Oracle %.2f s (%.1f MiB/s over the top %d caps",
+		c.About, c.Files, float64(c.Bytes)/mib, float64(c.Largest)/mib, c.Oracle.Seconds, c.Oracle.Rate/mib, c.TopK)
+	if c.Oracle.RateAfter > 0 {
+		fmt.Fprintf(w, ", %.1f MiB/s after the degradation", c.Oracle.RateAfter/mib)
+	}
+	fmt.Fprintf(w, "). Deadline %.1f s. Median of %d runs.\n\n", c.Deadline, len(c.Runs[c.Contenders[0]]))
+	degrade := c.DegradeAt > 0
+	head := "| contender | wall s | (min-max) | MiB/s | x oracle | x refractor's time | files done | failures | gave up | corrupt | top-%d share |"
+	sep := "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	if degrade {
+		head += " recovery s |"
+		sep += "---:|"
+	}
+	fmt.Fprintf(w, head+"\n%s\n", c.TopK, sep)
+	ref, hasRef := c.Runs["refractor"]
+	var refWall float64
+	if hasRef {
+		refWall = summarize(ref).wall
+	}
+	for _, name := range c.Contenders {
+		s := summarize(c.Runs[name])
+		vsRef := "-"
+		if hasRef && name != "refractor" {
+			vsRef = fmt.Sprintf("%s%.2f", gt(s.wallCensored), s.wall/refWall)
+		}
+		fmt.Fprintf(w, "| %s | %s%.2f | %.1f-%.1f | %.1f | %s%.2f | %s | %.0f/%.0f | %d | %d | %d | %.0f%% |",
+			name, gt(s.wallCensored), s.wall, s.wallMin, s.wallMax, s.rate, gt(s.wallCensored), s.wall/c.Oracle.Seconds, vsRef,
+			s.done, s.files, s.failures, s.gaveUp, s.corrupt, 100*s.share)
+		if degrade {
+			fmt.Fprintf(w, " %s%.1f |", gt(s.recoveryCensored), s.recovery)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(`
+wall: median time to download every file (">": the deadline stopped the median run, so the time is a
+lower bound). MiB/s: checked bytes over wall time. files done: median. failures, gave up, corrupt:
+totals over all runs (failed attempts, which the client retries up to 3 times; files that failed all
+3; files with wrong bytes or short but ended cleanly). top-k share: of the bytes the mirrors sent,
+the share sent by the k fastest (at the start).`))
+	if degrade {
+		fmt.Fprintln(w, "recovery: seconds from the degradation until throughput is back within 1.5x of the new oracle rate (\">\": never, before the run ended).")
+	}
+	fmt.Fprintln(w)
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddy-refractor/refractor/internal/mirrorsim"
+)
+
+// cell is one scenario with one client setup: every contender's outcomes.
+type cell struct {
+	Scenario string `json:"scenario"`
+	About    string `json:"about"`
+	Clients  string `json:"clients"`
+	Files    int    `json:"files"`
+	Bytes    int64  `json:"bytes"`
+	Largest  int64  `json:"largest"`
+	Oracle   struct {
+		Seconds   float64 `json:"seconds"`
+		Rate      float64 `json:"rate_bps"`
+		RateAfter float64 `json:"rate_after_bps,omitempty"`
+	} `json:"oracle"`
+	Deadline   float64              `json:"deadline_seconds"`
+	DegradeAt  float64              `json:"degrade_at_seconds,omitempty"`
+	TopK       int                  `json:"top_k"`
+	Contenders []string             `json:"contenders"`
+	Runs       map[string][]runData `json:"runs"`
+}
+
+// runData is one contender's run, as kept in the JSON report.
+type runData struct {
+	Run        int     `json:"run"`
+	Position   int     `json:"position"` // in the run's contender order
+	Wall       float64 `json:"wall_seconds"`
+	Censored   bool    `json:"censored"`
+	Good       int64   `json:"good_bytes"`
+	Received   int64   `json:"received_bytes"`
+	Files      int     `json:"files"`
+	Done       int     `json:"done"`
+	Failures   int     `json:"failures"`
+	GaveUp     int     `json:"gave_up"`    // files that failed every attempt
+	Unfinished int     `json:"unfinished"` // files not done when the deadline hit
+	Corrupt    int     `json:"corrupt"`
+	CPU        float64 `json:"cpu_seconds"` // this process's, during the run
+	TopShare   float64 `json:"top_k_share"` // of the bytes the mirrors sent, the share of the k fastest
+	Recovery   float64 `json:"recovery_seconds,omitempty"`
+	Recovered  bool    `json:"recovered,omitempty"`
+	Series     []int64 `json:"series,omitempty"` // bytes received, every 100 ms
+}
+
+type jsonReport struct {
+	Cells    []*cell          `json:"cells,omitempty"`
+	Overhead []overheadResult `json:"overhead,omitempty"`
+}
+
+func runScenarios(o options, report *jsonReport) error {
+	for _, name := range o.scenarios {
+		scName, clients, limited := strings.Cut(name, "/")
+		if limited {
+			name = scName
+		}
+		var sc scenario
+		switch name {
+		case "static":
+			sc = staticScenario(o.total)
+		case "degrade":
+			sc = degradeScenario(o.degradeTotal, o.degradeAt)
+		case "flaky":
+			sc = flakyScenario(o.total)
+		default:
+			return fmt.Errorf("unknown scenario %q", name)
+		}
+		tree := mirrorsim.Arch(mirrorsim.ArchConfig{Total: sc.total, Seed: o.seed})
+		cnames := o.clients
+		if limited {
+			cnames = []string{clients}
+		}
+		for _, cname := range cnames {
+			var cs clientSetup
+			switch cname {
+			case "one":
+				cs = oneClient
+			case "lan":
+				cs = lan
+			default:
+				return fmt.Errorf("unknown client setup %q", cname)
+			}
+			c, err := runCell(o, sc, cs, tree)
+			if err != nil {
+				return err
+			}
+			report.Cells = append(report.Cells, c)
+			printCell(os.Stdout, c, sc)
+		}
+	}
+	return nil
+}
+
+func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cell, error) {
+	c := &cell{
+		Scenario: sc.name, About: sc.about, Clients: cs.name,
+		Contenders: o.contenders, Runs: map[string][]runData{},
+		TopK: min(5, len(sc.rates)),
+	}
+	machines := plan(tree, cs, o.seed)
+	for _, m := range machines {
+		c.Files += 1 + len(m.packages)
+		c.Bytes += m.db.size
+		for _, p := range m.packages {
+			c.Bytes += p.size
+			c.Largest = max(c.Largest, p.size)
+		}
+	}
+	or := sc.oracle(machines, cs)
+	c.Oracle.Seconds, c.Oracle.Rate, c.Oracle.RateAfter = or.seconds, or.rate, or.after
+	deadline := time.Duration(o.deadlineFactor * or.seconds * float64(time.Second))
+	deadline = min(max(deadline, o.minDeadline), o.maxDeadline)
+	if sc.name == "static" && cs == oneClient {
+		// The headline cell: long enough for reverse_proxy to finish.
+		deadline = max(deadline, o.staticDeadline)
+	}
+	if sc.degradeAt > 0 {
+		deadline = sc.degradeAt + o.degradeWatch
+	}
+	c.Deadline = deadline.Seconds()
+	c.DegradeAt = sc.degradeAt.Seconds()
+	progress("%s, %s: %d files, %.0f MiB, oracle %.2f s, deadline %v", sc.name, cs.name,
+		c.Files, float64(c.Bytes)/mib, or.seconds, deadline)
+
+	for run := range o.runs {
+		seed := o.seed + uint64(run)*1000
+		machines := plan(tree, cs, seed)
+		ms, err := sc.start(tree, seed)
+		if err != nil {
+			return nil, err
+		}
+		var servers []proxyServer
+		addrs := map[string]string{}
+		for _, name := range o.contenders {
+			addr := freeAddr()
+			switch name {
+			case "refractor":
+				servers = append(servers, proxyServer{name, addr, refractorRoute(ms.bases(), o.refractorOpts)})
+			case "rp-random":
+				servers = append(servers, proxyServer{name, addr, reverseProxyRoute(ms.hostPorts(), "random")})
+			case "rp-least_conn":
+				servers = append(servers, proxyServer{name, addr, reverseProxyRoute(ms.hostPorts(), "least_conn")})
+			case "direct-first", "direct-best":
+			default:
+				ms.close()
+				return nil, fmt.Errorf("unknown contender %q", name)
+			}
+			addrs[name] = addr
+		}
+		if err := loadCaddy(servers, o.logFile); err != nil {
+			ms.close()
+			return nil, err
+		}
+		time.Sleep(300 * time.Millisecond) // let the pool take its mirrors and read their lastsync
+		if o.verbose {
+			var list []string
+			for _, i := range ms.order {
+				list = append(list, fmt.Sprintf("%s=%.1f", ms.servers[i].Addr()[len("127.0.0.1:"):], float64(sc.rates[i])/mib))
+			}
+			progress("  run %d mirrors in list order (port=MiB/s): %s", run+1, strings.Join(list, " "))
+		}
+
+		n := len(o.contenders)
+		order := append(slices.Clone(o.contenders[run%n:]), o.contenders[:run%n]...)
+		for pos, name := range order {
+			var base string
+			switch name {
+			case "direct-first":
+				base = ms.bases()[0]
+			case "direct-best":
+				base = ms.servers[0].Base() // the fastest at the start
+			default:
+				base = "http://" + addrs[name] + "/"
+			}
+			if !ms.waitIdle(15 * time.Second) {
+				progress("warning: mirrors still busy before %s", name)
+			}
+			ms.reset()
+			before := ms.sent()
+			out := runWorkload(machines, cs.parallel, func(int) string { return base }, deadline)
+			after := ms.sent()
+			var all, top int64
+			for i := range after {
+				d := after[i] - before[i]
+				all += d
+				if i < c.TopK {
+					top += d
+				}
+			}
+			rd := runData{
+				Run: run, Position: pos, Wall: out.wall.Seconds(), Censored: out.censored,
+				Good: out.good, Received: out.received, Files: c.Files, Done: out.done,
+				Failures: out.failures, GaveUp: out.lost, Unfinished: c.Files - out.done - out.lost - out.corrupt, Corrupt: out.corrupt,
+				Series: out.series, CPU: out.cpu.Seconds(),
+			}
+			if all > 0 {
+				rd.TopShare = float64(top) / float64(all)
+			}
+			if sc.degradeAt > 0 {
+				d, ok := recovery(out.series, sc.degradeAt, or.after, out.wall)
+				rd.Recovery, rd.Recovered = d.Seconds(), ok
+				if !ok {
+					rd.Recovery = (out.wall - sc.degradeAt).Seconds()
+				}
+			}
+			c.Runs[name] = append(c.Runs[name], rd)
+			if o.verbose {
+				progress("  run %d %-14s %s", run+1, name, rd.summary(or.seconds))
+			}
+		}
+		if !ms.waitIdle(15 * time.Second) {
+			progress("warning: mirrors still busy at the end of run %d", run+1)
+		}
+		ms.close()
+	}
+	return c, nil
+}
+
+func (r runData) summary(oracle float64) string {
+	mark := ""
+	if r.Censored {
+		mark = ">"
+	}
+	s := fmt.Sprintf("%s%.2f s  %.1f MiB/s  x%.2f oracle  %d/%d files  failures %d  corrupt %d  top-5 share %.0f%%  cpu %.2f s",
+		mark, r.Wall, float64(r.Good)/mib/r.Wall, r.Wall/oracle, r.Done, r.Files, r.Failures, r.Corrupt, 100*r.TopShare, r.CPU)
+	if r.Recovery != 0 || r.Recovered {
+		m := ""
+		if !r.Recovered {
+			m = ">"
+		}
+		s += fmt.Sprintf("  recovery %s%.1f s", m, r.Recovery)
+	}
+	return s
+}

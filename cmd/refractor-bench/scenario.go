@@ -1,0 +1,273 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/caddy-refractor/refractor/internal/mirrorsim"
+)
+
+// scenario is a set of simulated mirrors and a package set to download.
+type scenario struct {
+	name  string
+	about string
+	rates []int64 // bytes per second of each mirror at the start, fastest first
+	// latency of mirror i (first byte)
+	latency func(i int) time.Duration
+	total   int64 // bytes of packages in the tree
+	// degradation: the degradeCount fastest mirrors drop to degradeTo at
+	// degradeAt after each contender starts.
+	degradeAt    time.Duration
+	degradeTo    int64
+	degradeCount int
+	// flaky[i] is the probability that a request to mirror i meets a
+	// random fault.
+	flaky map[int]float64
+}
+
+// clientSetup is how many client machines download, each with how many
+// parallel downloads.
+type clientSetup struct {
+	name     string
+	machines int
+	parallel int
+}
+
+var (
+	oneClient = clientSetup{"1 client x 5", 1, 5}
+	lan       = clientSetup{"LAN 4 clients x 5", 4, 5}
+)
+
+const mib = 1 << 20
+
+func defaultLatency(i int) time.Duration { return time.Duration(10+10*(i%3)) * time.Millisecond }
+
+func staticScenario(total int64) scenario {
+	return scenario{
+		name:    "static",
+		about:   "12 mirrors, static caps 0.5 to 32 MiB/s (geometric)",
+		rates:   geometricDesc(12, mib/2, 32*mib),
+		latency: defaultLatency,
+		total:   total,
+	}
+}
+
+func degradeScenario(total int64, at time.Duration) scenario {
+	s := staticScenario(total)
+	s.name = "degrade"
+	s.degradeAt, s.degradeTo, s.degradeCount = at, mib/2, 3
+	s.about = fmt.Sprintf("as static; the 3 fastest (32, 22, 15 MiB/s) drop to 0.5 MiB/s %v after the start", at)
+	return s
+}
+
+func flakyScenario(total int64) scenario {
+	s := staticScenario(total)
+	s.name = "flaky"
+	s.flaky = map[int]float64{1: 0.25, 4: 0.25, 7: 0.25, 10: 0.25}
+	s.about = "as static; mirrors ranked 2, 5, 8, 11 by speed fail 25% of requests (500, 404, resets, hangs, short bodies)"
+	return s
+}
+
+func geometricDesc(n int, lo, hi int64) []int64 {
+	r := mirrorsim.Geometric(n, lo, hi)
+	slices.Reverse(r)
+	return r
+}
+
+// mirrorSet is the running mirrors of one run: index i is the scenario's
+// mirror i (fastest first); order is the list order given to everyone.
+type mirrorSet struct {
+	servers []*mirrorsim.Server
+	order   []int
+}
+
+func (sc scenario) start(tree mirrorsim.Tree, seed uint64) (*mirrorSet, error) {
+	ms := &mirrorSet{}
+	for i, r := range sc.rates {
+		c := mirrorsim.Config{Tree: tree, Rate: r, Latency: sc.latency(i), Flaky: sc.flaky[i]}
+		if sc.degradeAt > 0 && i < sc.degradeCount {
+			c.Schedule = []mirrorsim.Step{{At: sc.degradeAt, Rate: sc.degradeTo, Latency: c.Latency}}
+		}
+		s, err := mirrorsim.Listen("127.0.0.1:0", mirrorsim.New(c))
+		if err != nil {
+			ms.close()
+			return nil, err
+		}
+		ms.servers = append(ms.servers, s)
+	}
+	ms.order = rand.New(rand.NewPCG(seed, 99)).Perm(len(sc.rates))
+	return ms, nil
+}
+
+func (ms *mirrorSet) close() {
+	for _, s := range ms.servers {
+		_ = s.Close()
+	}
+}
+
+// bases are the mirrors' base URLs in list order.
+func (ms *mirrorSet) bases() []string {
+	var out []string
+	for _, i := range ms.order {
+		out = append(out, ms.servers[i].Base())
+	}
+	return out
+}
+
+// hostPorts are the mirrors' host:ports in list order.
+func (ms *mirrorSet) hostPorts() []string {
+	var out []string
+	for _, i := range ms.order {
+		out = append(out, ms.servers[i].Addr())
+	}
+	return out
+}
+
+// reset restarts every mirror's schedule (and so its starting rate, with a
+// fresh token bucket) for the next contender.
+func (ms *mirrorSet) reset() {
+	for _, s := range ms.servers {
+		s.StartSchedule()
+	}
+}
+
+// waitIdle waits until no mirror is serving a request, up to limit.
+func (ms *mirrorSet) waitIdle(limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		busy := false
+		for _, s := range ms.servers {
+			if s.Active() > 0 {
+				busy = true
+			}
+		}
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (ms *mirrorSet) sent() []int64 {
+	out := make([]int64, len(ms.servers))
+	for i, s := range ms.servers {
+		out[i] = s.BytesSent()
+	}
+	return out
+}
+
+// plan splits the package set among the machines: each fetches the
+// database, then its share of the packages (round robin over a shuffled
+// order, the same for every contender of a run).
+func plan(tree *mirrorsim.List, cs clientSetup, seed uint64) []machine {
+	pkgs := tree.Packages()
+	rand.New(rand.NewPCG(seed, 5)).Shuffle(len(pkgs), func(i, j int) { pkgs[i], pkgs[j] = pkgs[j], pkgs[i] })
+	db, _ := tree.Lookup("core/os/x86_64/core.db")
+	ms := make([]machine, cs.machines)
+	for i := range ms {
+		ms[i].db = fileRef{db.Name, db.Size}
+	}
+	for i, p := range pkgs {
+		m := &ms[i%cs.machines]
+		m.packages = append(m.packages, fileRef{p.Name, p.Size})
+	}
+	return ms
+}
+
+// oracle is the best time the mirrors' caps allow for the workload: the
+// database phase (every machine fetches core.db at once) and the package
+// phase, each one first-byte latency plus the bytes over the sum of the
+// fastest caps that as many downloads as run at once can use (a download
+// uses one mirror), and never less than the largest package over the
+// fastest cap. Faulty mirrors are left out (a perfect balancer avoids
+// them); a degradation changes the caps at its time.
+type oracle struct {
+	seconds float64
+	rate    float64 // bytes per second in the package phase, before any degradation
+	after   float64 // after the degradation, or 0
+}
+
+func (sc scenario) oracle(ms []machine, cs clientSetup) oracle {
+	healthy := func(degraded bool) []float64 {
+		var caps []float64
+		for i, r := range sc.rates {
+			if sc.flaky[i] > 0 {
+				continue
+			}
+			if degraded && i < sc.degradeCount {
+				r = sc.degradeTo
+			}
+			caps = append(caps, float64(r))
+		}
+		slices.Sort(caps)
+		slices.Reverse(caps)
+		return caps
+	}
+	topSum := func(caps []float64, k int) float64 {
+		var s float64
+		for _, c := range caps[:min(k, len(caps))] {
+			s += c
+		}
+		return s
+	}
+	lat := sc.latency(0).Seconds()
+	for i := range sc.rates {
+		lat = min(lat, sc.latency(i).Seconds())
+	}
+	caps := healthy(false)
+	var dbBytes, pkgBytes, largest float64
+	for _, m := range ms {
+		dbBytes += float64(m.db.size)
+		for _, p := range m.packages {
+			pkgBytes += float64(p.size)
+			largest = max(largest, float64(p.size))
+		}
+	}
+	k := cs.machines * cs.parallel
+	o := oracle{rate: topSum(caps, k)}
+	dbTime := lat + dbBytes/topSum(caps, cs.machines)
+	pkgTime := lat + max(pkgBytes/o.rate, largest/caps[0])
+	if sc.degradeAt > 0 {
+		o.after = topSum(healthy(true), k)
+		t := sc.degradeAt.Seconds()
+		if dbTime+pkgTime > t {
+			// What is left at the degradation goes at the new rate.
+			left := pkgBytes - max(t-dbTime-lat, 0)*o.rate
+			pkgTime = t - dbTime + max(left/o.after, 0)
+		}
+	}
+	o.seconds = dbTime + pkgTime
+	return o
+}
+
+// recovery is how long after the degradation the contender's throughput
+// took to come back within 1.5x of the new oracle rate: the start of the
+// first one-second window after the degradation whose rate, and the next
+// window's (if the run lasted that long), reach after/1.5. ok is false if
+// it never did.
+func recovery(series []int64, at time.Duration, after float64, end time.Duration) (time.Duration, bool) {
+	target := after / 1.5
+	win := int(time.Second / sampleTick)
+	rate := func(i int) float64 { // bytes per second over the window starting at tick i
+		j := min(i+win, len(series)-1)
+		if j <= i {
+			return 0
+		}
+		return float64(series[j]-series[i]) / (float64(j-i) * sampleTick.Seconds())
+	}
+	endTick := int(end / sampleTick)
+	for i := int(at / sampleTick); i+win < len(series); i++ {
+		if rate(i) < target {
+			continue
+		}
+		if i+2*win >= endTick || rate(i+win) >= target {
+			return time.Duration(i)*sampleTick - at, true
+		}
+	}
+	return 0, false
+}
