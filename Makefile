@@ -5,6 +5,9 @@
 #   make lint    go vet and staticcheck
 #   make build   only build ./caddy
 #   make clean   remove build and coverage output
+#   make bench   refractor vs reverse_proxy vs direct over simulated mirrors
+#                (BENCHMARKS.md; about 10 minutes; BENCH_FLAGS=-quick for 1)
+#   make demo    Caddy with refractor over simulated mirrors, and a client
 #
 # Developer tools (xcaddy, staticcheck) are pinned in tools/go.mod and run
 # with `go tool -modfile=tools/go.mod ...`; nothing needs to be installed.
@@ -30,7 +33,7 @@ TEST_TIMEOUT ?= 20m
 # Rebuild ./caddy only when a Go source, a go.mod or this Makefile changed.
 SOURCES := $(shell find . -name '*.go' -not -path './tools/*') go.mod go.sum tools/go.mod Makefile
 
-.PHONY: build run test fmt-check vet lint clean
+.PHONY: build run test fmt-check vet lint clean bench demo
 
 build: caddy
 
@@ -64,3 +67,11 @@ lint: vet
 
 clean:
 	rm -f caddy coverage.out coverage.html *.coverprofile
+
+# The benchmark is not a test: it reports, it never fails on time.
+BENCH_FLAGS ?=
+bench:
+	$(GO) run ./cmd/refractor-bench $(BENCH_FLAGS)
+
+demo: build
+	GO='$(GO)' ./scripts/demo.sh
