@@ -105,7 +105,7 @@ func workerOf(t testing.TB, p *Pool, key string) *worker {
 }
 
 // setSamples puts rates (bytes per second) into the window of key's worker,
-// as if it had done transfers at those rates. Nothing else happens: no
+// as if it had done one-second transfers at those rates. Nothing else happens: no
 // resignation, no hand-over.
 func setSamples(t testing.TB, p *Pool, key string, rates ...float64) {
 	t.Helper()
@@ -113,7 +113,7 @@ func setSamples(t testing.TB, p *Pool, key string, rates ...float64) {
 	p.state.mu.Lock()
 	defer p.state.mu.Unlock()
 	for _, r := range rates {
-		w.stats.push(r)
+		w.stats.push(oneSecondAt(r))
 	}
 }
 
@@ -137,7 +137,7 @@ func statsOf(t testing.TB, p *Pool, key string) snapshot {
 		score:      w.stats.score(),
 		failures:   w.stats.failures,
 		requests:   w.stats.requests,
-		samples:    w.stats.recent(w.stats.count),
+		samples:    rates(w.stats.recent(w.stats.count)),
 	}
 }
 

@@ -13,6 +13,7 @@ type State struct {
 	mu       sync.Mutex
 	mirrors  map[string]*mirrorStats
 	cooldown map[string]time.Time
+	resigned map[string]bool // cooling down for being slow, not for failing
 	members  []string
 }
 
@@ -21,21 +22,24 @@ func NewState() *State {
 	return &State{
 		mirrors:  make(map[string]*mirrorStats),
 		cooldown: make(map[string]time.Time),
+		resigned: make(map[string]bool),
 	}
 }
 
 // mirrorStats is the moving window of throughput samples of one mirror.
-// Samples are rates in bytes per second; a failure is a zero sample.
-// Transfers smaller than the sample minimum are coalesced until their sum is
-// large enough, so that many small, latency-bound transfers still add up to a
+// Each sample is bytes moved in a time; the score is the window's bytes over
+// its time, so a long transfer weighs more than a short one and a mirror
+// that turns slow falls quickly (slow samples hold more time). A failure is
+// a sample of no bytes that cost the mirror a penalty time. Transfers
+// smaller than the sample minimum are coalesced until their sum is large
+// enough, so that many small, latency-bound transfers still add up to a
 // sample without any single one of them deciding the rank.
 type mirrorStats struct {
-	samples []float64 // ring buffer, len == window
-	count   int       // valid samples, at most len(samples)
-	next    int       // index of the next write
+	samples []sample // ring buffer, len == window
+	count   int      // valid samples, at most len(samples)
+	next    int      // index of the next write
 
-	pendingBytes int64
-	pendingTime  time.Duration
+	pending sample // small transfers not yet a sample
 
 	failStreak int
 
@@ -45,11 +49,17 @@ type mirrorStats struct {
 	failures int64
 }
 
+// sample is what one transfer (or a few coalesced small ones) taught.
+type sample struct {
+	bytes int64
+	time  time.Duration
+}
+
 // stats returns the stats of mirror, creating them with the given window.
 func (s *State) stats(mirror string, window int) *mirrorStats {
 	ms := s.mirrors[mirror]
 	if ms == nil {
-		ms = &mirrorStats{samples: make([]float64, window)}
+		ms = &mirrorStats{samples: make([]sample, window)}
 		s.mirrors[mirror] = ms
 	} else if len(ms.samples) != window {
 		ms.resize(window)
@@ -60,7 +70,7 @@ func (s *State) stats(mirror string, window int) *mirrorStats {
 // resize keeps the newest samples that fit a window of the new size.
 func (ms *mirrorStats) resize(window int) {
 	kept := ms.recent(window)
-	ms.samples = make([]float64, window)
+	ms.samples = make([]sample, window)
 	ms.count, ms.next = 0, 0
 	for _, v := range kept {
 		ms.push(v)
@@ -68,9 +78,9 @@ func (ms *mirrorStats) resize(window int) {
 }
 
 // recent returns up to n samples, oldest first.
-func (ms *mirrorStats) recent(n int) []float64 {
+func (ms *mirrorStats) recent(n int) []sample {
 	n = min(n, ms.count)
-	out := make([]float64, 0, n)
+	out := make([]sample, 0, n)
 	for i := n; i > 0; i-- {
 		idx := (ms.next - i + len(ms.samples)) % len(ms.samples)
 		out = append(out, ms.samples[idx])
@@ -78,50 +88,70 @@ func (ms *mirrorStats) recent(n int) []float64 {
 	return out
 }
 
-func (ms *mirrorStats) push(rate float64) {
-	ms.samples[ms.next] = rate
+func (ms *mirrorStats) push(s sample) {
+	ms.samples[ms.next] = s
 	ms.next = (ms.next + 1) % len(ms.samples)
 	if ms.count < len(ms.samples) {
 		ms.count++
 	}
 }
 
+// transferTime is how long a transfer of n bytes counts for in a sample,
+// given how long the mirror took to answer (wait) and to send the body.
+// A large transfer is timed from its first byte: its rate is the mirror's
+// bandwidth, which is what decides how long big files take, and the answer
+// time is bounded anyway by the peek timeout. A small transfer is mostly
+// answer time, and counts it in proportion to how small it is: a mirror
+// near the client (a LAN mirror answering in a millisecond) then ranks high,
+// and one whose tiny files arrive in one burst after a long wait is not
+// flattered by that burst.
+func transferTime(n int64, wait, body time.Duration, minBytes int64) time.Duration {
+	if n >= minBytes || minBytes <= 0 {
+		return body
+	}
+	share := 1 - float64(n)/float64(minBytes)
+	return body + time.Duration(share*float64(wait))
+}
+
 // addTransfer records a successful transfer of n bytes that kept the mirror
 // busy for d. It returns true when a sample was added to the window.
 func (ms *mirrorStats) addTransfer(n int64, d time.Duration, minBytes int64) bool {
 	ms.failStreak = 0
-	ms.pendingBytes += n
-	ms.pendingTime += d
-	if ms.pendingBytes < minBytes {
+	ms.pending.bytes += n
+	ms.pending.time += d
+	if ms.pending.bytes < minBytes {
 		return false
 	}
-	secs := max(ms.pendingTime.Seconds(), 1e-6)
-	ms.push(float64(ms.pendingBytes) / secs)
-	ms.pendingBytes, ms.pendingTime = 0, 0
+	ms.push(ms.pending)
+	ms.pending = sample{}
 	return true
 }
 
-// addFailure records a failed transfer as a zero sample.
-func (ms *mirrorStats) addFailure() {
+// addFailure records a failed transfer as a sample of no bytes that cost
+// penalty.
+func (ms *mirrorStats) addFailure(penalty time.Duration) {
 	ms.failStreak++
 	ms.failures++
-	ms.push(0)
+	ms.push(sample{time: penalty})
 }
 
-// score is the mean of the samples in the window, in bytes per second.
+// score is the throughput of the samples in the window: their bytes over
+// their time, in bytes per second.
 func (ms *mirrorStats) score() float64 {
-	if ms.count == 0 {
+	var bytes int64
+	var d time.Duration
+	for _, s := range ms.samples[:ms.count] { // the valid ones, in some order
+		bytes += s.bytes
+		d += s.time
+	}
+	if bytes == 0 {
 		return 0
 	}
-	var sum float64
-	for _, v := range ms.recent(ms.count) {
-		sum += v
-	}
-	return sum / float64(ms.count)
+	return float64(bytes) / max(d.Seconds(), 1e-6)
 }
 
-// coolingDown reports whether mirror was evicted recently, forgetting
-// cool-downs that have expired.
+// coolingDown reports whether mirror left the pool recently, forgetting
+// cool-downs that have expired: a mirror back from one starts a fresh trial.
 func (s *State) coolingDown(mirror string, now time.Time) bool {
 	until, ok := s.cooldown[mirror]
 	if !ok {
@@ -131,5 +161,7 @@ func (s *State) coolingDown(mirror string, now time.Time) bool {
 		return true
 	}
 	delete(s.cooldown, mirror)
+	delete(s.resigned, mirror)
+	delete(s.mirrors, mirror)
 	return false
 }

@@ -14,7 +14,19 @@ func newStats(window int) *mirrorStats {
 
 func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b)) }
 
-// A score is the mean of the last Window samples only: older samples drop
+// oneSecondAt is a sample of a transfer of one second at rate.
+func oneSecondAt(rate float64) sample { return sample{bytes: int64(rate), time: time.Second} }
+
+// rates are the samples' rates, in bytes per second.
+func rates(samples []sample) []float64 {
+	out := make([]float64, len(samples))
+	for i, s := range samples {
+		out[i] = float64(s.bytes) / s.time.Seconds()
+	}
+	return out
+}
+
+// A score is the throughput of the last Window samples only: older samples drop
 // out of the ring buffer.
 func TestStatsWindow(t *testing.T) {
 	ms := newStats(3)
@@ -43,7 +55,7 @@ func TestStatsWindow(t *testing.T) {
 	if ms.count != 3 {
 		t.Fatalf("count = %d, want the window, 3", ms.count)
 	}
-	if got := ms.recent(3); !slices.Equal(got, []float64{10, 10, 10}) {
+	if got := rates(ms.recent(3)); !slices.Equal(got, []float64{10, 10, 10}) {
 		t.Fatalf("recent = %v", got)
 	}
 }
@@ -62,16 +74,53 @@ func TestStatsWindowForgetsAGoodPast(t *testing.T) {
 	}
 }
 
-// A failure is a zero sample, counts in a streak that a success ends, and in
-// the lifetime failure counter.
+// The score is the window's bytes over its time: a long transfer weighs more
+// than a short one, so a burst of quick small samples cannot hide that a
+// mirror is slow on the transfers that take time.
+func TestStatsScoreWeighsByTime(t *testing.T) {
+	ms := newStats(4)
+	ms.addTransfer(10<<20, time.Second, 1)   // 10 MiB/s for a second
+	ms.addTransfer(1<<20, 10*time.Second, 1) // 0.1 MiB/s for ten
+	want := float64(11<<20) / 11             // 1 MiB/s, not the mean 5.05
+	if got := ms.score(); !near(got, want) {
+		t.Fatalf("score = %v, want %v", got, want)
+	}
+}
+
+// A large transfer is timed from its first byte; a small one also counts
+// the wait for the answer, in proportion to how small it is.
+func TestTransferTime(t *testing.T) {
+	const minBytes = 1000
+	wait, body := 100*time.Millisecond, 10*time.Millisecond
+	for _, c := range []struct {
+		n    int64
+		want time.Duration
+	}{
+		{0, 110 * time.Millisecond},
+		{250, 85 * time.Millisecond},
+		{500, 60 * time.Millisecond},
+		{1000, 10 * time.Millisecond},
+		{5000, 10 * time.Millisecond},
+	} {
+		if got := transferTime(c.n, wait, body, minBytes); got != c.want {
+			t.Errorf("transferTime(%d bytes) = %v, want %v", c.n, got, c.want)
+		}
+	}
+	if got := transferTime(10, wait, body, 0); got != body {
+		t.Errorf("with no sample minimum: %v, want the body time", got)
+	}
+}
+
+// A failure is a sample of no bytes that costs its penalty time, counts in a
+// streak that a success ends, and in the lifetime failure counter.
 func TestStatsFailureIsZeroSample(t *testing.T) {
 	ms := newStats(4)
 	ms.addTransfer(400, time.Second, 1)
-	ms.addFailure()
+	ms.addFailure(time.Second)
 	if ms.count != 2 || ms.score() != 200 {
 		t.Fatalf("after 400 B/s and a failure: count %d score %v, want 2 and 200", ms.count, ms.score())
 	}
-	ms.addFailure()
+	ms.addFailure(time.Second)
 	if ms.failStreak != 2 || ms.failures != 2 {
 		t.Fatalf("failStreak %d failures %d, want 2 and 2", ms.failStreak, ms.failures)
 	}
@@ -81,7 +130,7 @@ func TestStatsFailureIsZeroSample(t *testing.T) {
 	}
 	// A window of failures scores 0.
 	for range 4 {
-		ms.addFailure()
+		ms.addFailure(time.Second)
 	}
 	if ms.score() != 0 {
 		t.Fatalf("score of a window of failures = %v", ms.score())
@@ -146,19 +195,19 @@ func TestStateStatsResize(t *testing.T) {
 	s := NewState()
 	ms := s.stats("m", 5)
 	for _, r := range []float64{1, 2, 3, 4, 5} {
-		ms.push(r)
+		ms.push(oneSecondAt(r))
 	}
 	if s.stats("m", 3) != ms {
 		t.Fatal("stats of a known mirror were replaced")
 	}
-	if got := ms.recent(10); !slices.Equal(got, []float64{3, 4, 5}) {
+	if got := rates(ms.recent(10)); !slices.Equal(got, []float64{3, 4, 5}) {
 		t.Fatalf("after shrinking to 3: %v, want [3 4 5]", got)
 	}
 	s.stats("m", 6)
-	if got := ms.recent(10); !slices.Equal(got, []float64{3, 4, 5}) || len(ms.samples) != 6 {
+	if got := rates(ms.recent(10)); !slices.Equal(got, []float64{3, 4, 5}) || len(ms.samples) != 6 {
 		t.Fatalf("after growing to 6: %v (len %d), want [3 4 5]", got, len(ms.samples))
 	}
-	ms.push(6)
+	ms.push(oneSecondAt(6))
 	if ms.score() != 4.5 {
 		t.Fatalf("score = %v, want 4.5", ms.score())
 	}
