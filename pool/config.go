@@ -25,6 +25,7 @@ const (
 	DefaultEvictAfter     = 3
 	DefaultSyncFile       = "lastsync"
 	DefaultSyncInterval   = 5 * time.Minute
+	DefaultSplit          = 4
 )
 
 // DefaultChangingPaths are the file name patterns (path.Match syntax, matched
@@ -73,6 +74,10 @@ type Config struct {
 	// EvictAfter is how many consecutive failures evict a mirror however
 	// fast it is.
 	EvictAfter int
+	// Split is how many workers may fetch one large file at once, each a
+	// range of it, when the pool has fast workers to spare; 1 turns
+	// splitting off. Only files that do not change in place are split.
+	Split int
 	// ChangingPaths are the patterns of files that change in place; see
 	// DefaultChangingPaths. They are never stitched together from two
 	// mirrors.
@@ -108,6 +113,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.Resign, DefaultResign)
 	setDefault(&c.TrialSamples, DefaultTrialSamples)
 	setDefault(&c.MinSampleBytes, DefaultMinSampleBytes)
+	setDefault(&c.Split, DefaultSplit)
 	setDefault(&c.PeekSize, DefaultPeekSize)
 	setDefault(&c.PeekTimeout, DefaultPeekTimeout)
 	setDefault(&c.Retries, DefaultRetries)

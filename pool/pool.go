@@ -38,6 +38,7 @@ type Pool struct {
 	waiters   []*waiter // FIFO
 	rotations []Rotation
 	provider  ProviderStatus
+	movables  map[*movable]struct{} // transfers a faster worker may finish
 
 	peekBuffers sync.Pool // of *[]byte of PeekSize
 }
@@ -53,6 +54,9 @@ type worker struct {
 	// lastSync is when the mirror last synchronised, if known (from the
 	// provider or the mirror's sync file). Guarded by Pool.mu.
 	lastSync time.Time
+	// probation is how many new samples a readmitted worker must add
+	// before it may resign again. Guarded by Pool.mu.
+	probation int
 }
 
 // waiter is a request waiting for a worker.
@@ -191,7 +195,9 @@ func (p *Pool) acquire(ctx context.Context, exclude map[string]bool, fresh bool)
 }
 
 // pickIdle chooses among idle workers not in exclude: a worker still on
-// trial first (it needs samples to be judged), then the best ranked.
+// trial first (it needs samples to be judged), then the best ranked. A
+// request that has already failed somewhere (exclude is not empty) goes to
+// the best: it has lost time enough.
 // p.mu must be held.
 func (p *Pool) pickIdle(exclude map[string]bool, fresh bool) *worker {
 	var newest time.Time
@@ -207,8 +213,8 @@ func (p *Pool) pickIdle(exclude map[string]bool, fresh bool) *worker {
 			continue
 		}
 		s := w.stats.score()
-		if w.stats.count < p.cfg.TrialSamples {
-			s = inf // on trial: try it first
+		if w.stats.count < p.cfg.TrialSamples && len(exclude) == 0 {
+			s = inf // on trial: try it first, unless the request has failed once already
 		}
 		if best == nil || s > bestScore {
 			best, bestScore = w, s
@@ -271,7 +277,9 @@ func (p *Pool) release(w *worker, o outcome) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w.busy = false
-	p.record(w.key, w.stats, o)
+	if p.record(w.key, w.stats, o) && w.probation > 0 {
+		w.probation--
+	}
 	if p.closed {
 		return
 	}
@@ -283,15 +291,16 @@ func (p *Pool) release(w *worker, o outcome) {
 	p.resignIdle()
 }
 
-// record adds o to stats. p.mu must be held.
-func (p *Pool) record(mirror string, stats *mirrorStats, o outcome) {
+// record adds o to stats and reports whether it made a sample. p.mu must
+// be held.
+func (p *Pool) record(mirror string, stats *mirrorStats, o outcome) bool {
 	p.state.mu.Lock()
 	stats.requests++
 	stats.bytes += o.bytes
 	scored := false
 	switch {
 	case o.failed:
-		stats.addFailure()
+		stats.addFailure(p.cfg.PeekTimeout)
 		scored = true
 	case o.success:
 		scored = stats.addTransfer(o.bytes, o.elapsed, p.cfg.MinSampleBytes)
@@ -301,9 +310,11 @@ func (p *Pool) record(mirror string, stats *mirrorStats, o outcome) {
 	if scored {
 		p.obs.Scored(mirror, score)
 	}
+	return scored
 }
 
-// handOver gives an idle worker to the first waiter that may use it.
+// handOver gives an idle worker to the first waiter that may use it, or
+// else to a transfer it would speed up.
 // p.mu must be held.
 func (p *Pool) handOver(w *worker) {
 	for i, wt := range p.waiters {
@@ -315,6 +326,7 @@ func (p *Pool) handOver(w *worker) {
 		wt.ready <- w
 		return
 	}
+	p.offerFaster(w)
 }
 
 // leaveReason says why w should leave the pool now, or "" if it stays.
@@ -336,7 +348,7 @@ func (p *Pool) leaveReason(w *worker) string {
 // Resign whose score is below GoodThroughput resigns. p.mu and p.state.mu
 // must be held.
 func (p *Pool) shouldResign(w *worker) bool {
-	if len(p.workers) < p.cfg.Workers || w.stats.count < p.cfg.TrialSamples {
+	if len(p.workers) < p.cfg.Workers || w.stats.count < p.cfg.TrialSamples || w.probation > 0 {
 		return false
 	}
 	score := w.stats.score()
@@ -393,8 +405,12 @@ func (p *Pool) remove(w *worker, reason string) {
 	p.state.mu.Lock()
 	score := w.stats.score()
 	p.state.cooldown[w.key] = now.Add(p.cfg.Cooldown)
-	// A mirror that comes back after its cool-down starts a fresh trial.
-	delete(p.state.mirrors, w.key)
+	if reason == ReasonResigned {
+		p.state.resigned[w.key] = true // see recruit
+	} else {
+		delete(p.state.resigned, w.key)
+		delete(p.state.mirrors, w.key) // it comes back to a fresh trial
+	}
 	p.publishMembers()
 	p.state.mu.Unlock()
 	p.rotations = append(p.rotations, Rotation{Mirror: w.key, Reason: reason, Score: score, Time: now})
@@ -488,8 +504,13 @@ const providerTimeout = time.Minute
 
 // recruit asks the provider for up to need new mirrors and reports how many
 // joined. A provider that proposes one mirror a call is asked a few times.
+// When it has nothing new, mirrors that resigned (slow, not broken) and
+// that it still proposes come back before their cool-down ends, the one
+// that left first first: a pool at full strength serves more at once, and
+// a mirror that was slow may be fast now.
 func (p *Pool) recruit(need int) []*worker {
 	var joined []*worker
+	var seen []Candidate
 	for calls := 0; calls < need+2 && len(joined) < need; calls++ {
 		ctx, cancel := context.WithTimeout(p.ctx, providerTimeout)
 		cands, err := p.cfg.Provider.Candidates(ctx)
@@ -502,13 +523,67 @@ func (p *Pool) recruit(need int) []*worker {
 			p.log.Warn("provider failed", zap.Error(err))
 			return joined
 		}
+		seen = append(seen, cands...)
 		n := p.admit(cands)
 		joined = append(joined, n...)
 		if len(n) == 0 && len(cands) != 1 {
 			break // a list with nothing new: asking again won't help
 		}
 	}
+	for len(joined) < need {
+		w := p.readmit(seen)
+		if w == nil {
+			break
+		}
+		joined = append(joined, w)
+	}
 	return joined
+}
+
+// readmit brings back the candidate that resigned longest ago, if any.
+func (p *Pool) readmit(cands []Candidate) *worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.workers) >= p.cfg.Workers {
+		return nil
+	}
+	p.state.mu.Lock()
+	var best *url.URL
+	var bestCand Candidate
+	var bestUntil time.Time
+	for _, c := range cands {
+		u, err := ParseMirrorURL(c.URL)
+		if err != nil {
+			continue
+		}
+		key := u.String()
+		until, cooling := p.state.cooldown[key]
+		if !cooling || !p.state.resigned[key] || p.has(key) {
+			continue
+		}
+		if best == nil || until.Before(bestUntil) {
+			best, bestCand, bestUntil = u, c, until
+		}
+	}
+	if best == nil {
+		p.state.mu.Unlock()
+		return nil
+	}
+	key := best.String()
+	delete(p.state.cooldown, key)
+	delete(p.state.resigned, key)
+	p.state.mu.Unlock()
+	// It keeps what the pool learned of it: ranked at once, it serves when
+	// the better workers are busy; it may resign again once it has shown
+	// a trial's worth of new samples.
+	w := p.join(best, bestCand.LastSync)
+	w.probation = p.cfg.TrialSamples
+	return w
+}
+
+// has reports whether the mirror key has a worker. p.mu must be held.
+func (p *Pool) has(key string) bool {
+	return slices.ContainsFunc(p.workers, func(w *worker) bool { return w.key == key })
 }
 
 func (p *Pool) noteProvider(err error) {
@@ -540,24 +615,32 @@ func (p *Pool) admit(cands []Candidate) []*worker {
 			continue
 		}
 		key := u.String()
-		if slices.ContainsFunc(p.workers, func(w *worker) bool { return w.key == key }) {
+		if p.has(key) {
 			continue
 		}
 		p.state.mu.Lock()
-		if p.state.coolingDown(key, now) {
-			p.state.mu.Unlock()
+		cooling := p.state.coolingDown(key, now)
+		p.state.mu.Unlock()
+		if cooling {
 			continue
 		}
-		w := &worker{mirror: u, key: key, stats: p.state.stats(key, p.cfg.Window), joined: now, lastSync: c.LastSync}
-		p.workers = append(p.workers, w)
-		p.publishMembers()
-		p.state.mu.Unlock()
-		joined = append(joined, w)
-		p.log.Info("mirror joined the pool", zap.String("mirror", key))
-		p.obs.MirrorJoined(key)
-		p.handOver(w)
+		joined = append(joined, p.join(u, c.LastSync))
 	}
 	return joined
+}
+
+// join adds a worker for the mirror u. p.mu must be held.
+func (p *Pool) join(u *url.URL, lastSync time.Time) *worker {
+	key := u.String()
+	p.state.mu.Lock()
+	w := &worker{mirror: u, key: key, stats: p.state.stats(key, p.cfg.Window), joined: time.Now(), lastSync: lastSync}
+	p.workers = append(p.workers, w)
+	p.publishMembers()
+	p.state.mu.Unlock()
+	p.log.Info("mirror joined the pool", zap.String("mirror", key))
+	p.obs.MirrorJoined(key)
+	p.handOver(w)
+	return w
 }
 
 // WorkerStatus describes one worker of the pool.

@@ -474,8 +474,53 @@ func TestCooldown(t *testing.T) {
 	})
 }
 
-// A resigned mirror cools down too.
+// A resigned mirror cools down too, while the provider has fresher
+// mirrors to offer.
 func TestCooldownAfterResignation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b, c, d := mirrorURL("a"), mirrorURL("b"), mirrorURL("c"), mirrorURL("d")
+		cfg := rankCfg()
+		cfg.Cooldown = time.Hour
+		var offerD atomic.Bool
+		cfg.Provider = ProviderFunc(func(context.Context) ([]Candidate, error) {
+			if offerD.Load() {
+				return []Candidate{{URL: a}, {URL: b}, {URL: c}, {URL: d}}, nil
+			}
+			return []Candidate{{URL: a}, {URL: b}, {URL: c}}, nil
+		})
+		p := startBubblePool(t, cfg)
+		setSamples(t, p, a, 300, 300)
+		setSamples(t, p, b, 200, 200)
+		setSamples(t, p, c, 10)
+		offerD.Store(true)
+		finish(t, p, c, transferAt(10))
+		synctest.Wait()
+		if inPool(p, c) || !inPool(p, d) {
+			t.Fatalf("members %v, want d in c's place", members(p))
+		}
+		time.Sleep(30 * time.Minute)
+		if inPool(p, c) {
+			t.Fatalf("members %v half-way through c's cool-down", members(p))
+		}
+		// After its cool-down c is a fresh candidate again, with a fresh
+		// trial, when the pool has room.
+		time.Sleep(30 * time.Minute)
+		setSamples(t, p, d, 5, 5)
+		finish(t, p, d, transferAt(5))
+		synctest.Wait()
+		if !inPool(p, c) {
+			t.Fatalf("members %v after c's cool-down and d's resignation", members(p))
+		}
+		if s := statsOf(t, p, c); s.count != 0 {
+			t.Fatalf("c back with %d old samples, want a fresh trial", s.count)
+		}
+	})
+}
+
+// A pool the provider cannot fill takes back the mirror that resigned
+// longest ago, with what it knew of it, and that mirror may not resign
+// again before it has shown a trial's worth of new samples.
+func TestResignedMirrorReadmittedWhenNothingFresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b, c := mirrorURL("a"), mirrorURL("b"), mirrorURL("c")
 		cfg := rankCfg()
@@ -485,16 +530,23 @@ func TestCooldownAfterResignation(t *testing.T) {
 		setSamples(t, p, b, 200, 200)
 		setSamples(t, p, c, 10)
 		finish(t, p, c, transferAt(10))
-		if inPool(p, c) {
-			t.Fatal("did not resign")
-		}
-		time.Sleep(30 * time.Minute)
-		if inPool(p, c) || len(members(p)) != 2 {
-			t.Fatalf("members %v half-way through the cool-down", members(p))
-		}
-		time.Sleep(30*time.Minute + maxBackoff)
+		synctest.Wait()
 		if !inPool(p, c) {
-			t.Fatal("not back after the cool-down")
+			t.Fatalf("members %v: c was not taken back into a pool short of workers", members(p))
+		}
+		s := statsOf(t, p, c)
+		if s.count != 2 || !near(s.score, 10) {
+			t.Fatalf("c came back with %+v, want its two samples of 10 B/s", s)
+		}
+		finish(t, p, c, transferAt(10)) // one new sample: still on probation
+		if !inPool(p, c) {
+			t.Fatal("c resigned again before a trial's worth of new samples")
+		}
+		finish(t, p, c, transferAt(10)) // two: slow still, it goes
+		synctest.Wait()
+		rot := p.Status().Rotations
+		if n := len(rot); n != 2 || rot[1].Mirror != c || rot[1].Reason != ReasonResigned {
+			t.Fatalf("rotations %+v, want c resigning twice", rot)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"path"
@@ -148,12 +149,8 @@ func (t *transfer) run() error {
 		}
 		var up *upgrade
 		if errors.As(err, &up) {
-			// A much faster worker takes over the rest; not a failure.
-			p.log.Debug("moving the transfer to a faster mirror",
-				zap.String("path", t.rel), zap.String("from", w.key), zap.String("to", up.to.key),
-				zap.Int64("offset", t.first+t.written), zap.Float64("rate_bps", up.rate))
-			w = up.to
-			continue
+			// Faster workers take over the rest; not a failure.
+			return t.splitOver(w.key, up)
 		}
 		failed := w
 		w = nil
@@ -218,6 +215,33 @@ func (t *transfer) abort() error {
 	t.report(0)
 	return fmt.Errorf("%w: %s after %d of its bytes, %d attempts:\n%s",
 		ErrAborted, t.rel, t.written, t.attempts, strings.Join(t.failures, "\n"))
+}
+
+// splitOver hands the rest of the transfer, which mirror was streaming, to
+// up's helpers and whatever fast workers join them.
+func (t *transfer) splitOver(mirror string, up *upgrade) error {
+	p := t.p
+	if ce := p.log.Check(zap.DebugLevel, "splitting the transfer over faster mirrors"); ce != nil {
+		keys := make([]string, len(up.helpers))
+		for i, h := range up.helpers {
+			keys[i] = h.key
+		}
+		ce.Write(zap.String("path", t.rel), zap.String("from", mirror), zap.Strings("to", keys),
+			zap.Int64("offset", t.first+t.written), zap.Float64("rate_bps", up.rate))
+	}
+	exclude := maps.Clone(t.tried)
+	delete(exclude, mirror) // it may help, if it is fast enough
+	err := t.split(up.helpers, exclude)
+	switch {
+	case err == nil:
+		t.finish(t.mirror)
+		return nil
+	case errors.Is(err, errClientGone) || t.r.Context().Err() != nil:
+		t.report(statusClientClosedRequest)
+		return context.Cause(t.r.Context())
+	}
+	t.failures = append(t.failures, "split: "+err.Error())
+	return t.abort()
 }
 
 // finish reports a completed response and penalises the mirrors that
@@ -307,7 +331,7 @@ func (t *transfer) attempt(w *worker, lastChance bool) (outcome, error) {
 		case errors.Is(err, errClientGone):
 			return outcome{}, err
 		case errors.As(err, &up):
-			return outcome{success: true, bytes: body.n, elapsed: mirrorTime + body.busy}, err
+			return outcome{success: true, bytes: body.n, elapsed: transferTime(body.n, mirrorTime, body.busy, p.cfg.MinSampleBytes)}, err
 		}
 		return t.failed(ctx, err)
 	}
@@ -315,7 +339,7 @@ func (t *transfer) attempt(w *worker, lastChance bool) (outcome, error) {
 	if !data {
 		return outcome{success: true}, nil
 	}
-	return outcome{success: true, bytes: body.n, elapsed: mirrorTime + body.busy}, nil
+	return outcome{success: true, bytes: body.n, elapsed: transferTime(body.n, mirrorTime, body.busy, p.cfg.MinSampleBytes)}, nil
 }
 
 // failed classifies an attempt's error: the client's going away is not the
@@ -426,16 +450,22 @@ func (t *transfer) commit(mirror string, resp *http.Response) {
 // checkContinuation verifies that a response to a continuation range
 // request carries the rest of the very file the client is receiving.
 func (t *transfer) checkContinuation(resp *http.Response) error {
+	return t.checkRange(resp, t.first+t.written, t.last)
+}
+
+// checkRange verifies that resp carries bytes first to last of the very
+// file the client is receiving.
+func (t *transfer) checkRange(resp *http.Response, first, last int64) error {
 	if resp.StatusCode != http.StatusPartialContent {
 		return fmt.Errorf("%w: status %s, want 206", errContinuation, resp.Status)
 	}
-	first, last, size, err := parseContentRange(resp.Header.Get("Content-Range"))
+	gotFirst, gotLast, size, err := parseContentRange(resp.Header.Get("Content-Range"))
 	if err != nil {
 		return fmt.Errorf("%w: %w", errContinuation, err)
 	}
-	if first != t.first+t.written || last != t.last || size != t.size {
+	if gotFirst != first || gotLast != last || size != t.size {
 		return fmt.Errorf("%w: got bytes %d-%d/%d, want %d-%d/%d", errContinuation,
-			first, last, size, t.first+t.written, t.last, t.size)
+			gotFirst, gotLast, size, first, last, t.size)
 	}
 	if lm := resp.Header.Get("Last-Modified"); lm != "" && t.modified != "" && lm != t.modified {
 		return fmt.Errorf("%w: Last-Modified %q differs from %q", errContinuation, lm, t.modified)
@@ -490,15 +520,22 @@ func (t *transfer) send(b []byte) error {
 }
 
 // stream copies the rest of the body to the client.
-// While it streams a file that may be continued elsewhere, it looks now and
-// then for an idle worker so much faster that handing it the rest of the
-// file is worth a new request; it then returns an *upgrade.
+// While it streams a file that may be continued elsewhere, it lets the pool
+// offer it a much faster worker, and now and then looks for free fast
+// workers itself (move.go); it then returns an *upgrade.
 func (t *transfer) stream(w *worker, body *meter) error {
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
-	canMove := t.resumable()
-	nextCheck := body.busy + upgradeCheckEvery
+	var mv *movable
+	if t.resumable() {
+		mv = t.p.addMovable(t.tried)
+		defer t.p.removeMovable(mv)
+	}
+	// The rate since the last check, not since the start: a mirror that
+	// has just turned slow is judged by what it does now.
+	checkedBytes, checkedBusy, checkedAt := body.n, body.busy, time.Now()
+	var rate float64
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
@@ -506,10 +543,21 @@ func (t *transfer) stream(w *worker, body *meter) error {
 				return werr
 			}
 		}
-		if canMove && err == nil && body.busy >= nextCheck {
-			nextCheck = body.busy + upgradeCheckEvery
-			if up := t.p.fasterWorker(t.tried, body.rate(), t.last-t.first-t.written+1); up != nil {
-				return up
+		if mv != nil && err == nil {
+			select {
+			case to := <-mv.offer:
+				return &upgrade{helpers: []*worker{to}, rate: rate}
+			default:
+			}
+			if span := body.busy - checkedBusy; span >= upgradeCheckEvery {
+				rate = float64(body.n-checkedBytes) / span.Seconds()
+				if span < time.Since(checkedAt)/2 {
+					rate = 0 // mostly waiting for the client: more mirrors won't help
+				}
+				checkedBytes, checkedBusy, checkedAt = body.n, body.busy, time.Now()
+				if up := t.p.measured(mv, rate, t.last-t.first-t.written+1); up != nil {
+					return up
+				}
 			}
 		}
 		if err == io.EOF {
@@ -560,11 +608,6 @@ func (m *meter) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// rate is the mirror's throughput so far, in bytes per second.
-func (m *meter) rate() float64 {
-	return float64(m.n) / max(m.busy.Seconds(), 1e-6)
-}
-
 func (m *meter) stop() {
 	if m.timer != nil {
 		m.timer.Stop()
@@ -583,7 +626,7 @@ func (p *Pool) penalise(mirrors []string) {
 		}
 		w := p.workers[i]
 		p.state.mu.Lock()
-		w.stats.addFailure()
+		w.stats.addFailure(p.cfg.PeekTimeout)
 		score := w.stats.score()
 		p.state.mu.Unlock()
 		p.obs.Scored(key, score)
@@ -591,55 +634,6 @@ func (p *Pool) penalise(mirrors []string) {
 			p.remove(w, reason)
 		}
 	}
-}
-
-// Moving a transfer to a faster worker: how often to look for one (in time
-// spent waiting for the mirror), how much faster it must be, and how much
-// time it must save.
-const (
-	upgradeCheckEvery = 250 * time.Millisecond
-	upgradeFactor     = 2
-	upgradeMinSaving  = time.Second
-)
-
-// upgrade hands the rest of a transfer to a faster worker.
-type upgrade struct {
-	to   *worker
-	rate float64 // the current transfer's rate
-}
-
-func (u *upgrade) Error() string { return "moving to a faster mirror: " + u.to.key }
-
-// fasterWorker takes an idle ranked worker, not in exclude, whose score is
-// at least upgradeFactor times rate and would finish the remaining bytes at
-// least upgradeMinSaving sooner, or returns nil.
-func (p *Pool) fasterWorker(exclude map[string]bool, rate float64, remaining int64) *upgrade {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.waiters) > 0 || p.closed {
-		return nil // idle workers are for waiting requests first
-	}
-	p.state.mu.Lock()
-	defer p.state.mu.Unlock()
-	var best *worker
-	var bestScore float64
-	for _, w := range p.workers {
-		if w.busy || exclude[w.key] || w.stats.count < p.cfg.TrialSamples {
-			continue
-		}
-		if s := w.stats.score(); s > bestScore {
-			best, bestScore = w, s
-		}
-	}
-	if best == nil || bestScore < upgradeFactor*rate {
-		return nil
-	}
-	saving := float64(remaining)/rate - float64(remaining)/bestScore
-	if saving < upgradeMinSaving.Seconds() {
-		return nil
-	}
-	best.busy = true
-	return &upgrade{to: best, rate: rate}
 }
 
 // fileURL is the URL of the file at rel (a decoded path, as CleanPath

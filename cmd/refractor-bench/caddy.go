@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -56,6 +57,10 @@ func reverseProxyRoute(upstreams []string, policy string) []any {
 	}}}
 }
 
+// logLevel is the level of the logs written to -log; REFRACTOR_BENCH_LOG_LEVEL
+// (e.g. DEBUG, to see every ranking decision and move) changes it.
+var logLevel = cmp.Or(os.Getenv("REFRACTOR_BENCH_LOG_LEVEL"), "INFO")
+
 // loadCaddy replaces the running Caddy config with one server for each
 // proxy contender. Admin is off and nothing is persisted; logs go to
 // logFile, or nowhere.
@@ -74,7 +79,7 @@ func loadCaddy(servers []proxyServer, logFile string) error {
 	}
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
-		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"writer": writer, "level": "INFO"}}},
+		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"writer": writer, "level": logLevel}}},
 		"apps":    map[string]any{"http": map[string]any{"grace_period": 1, "servers": srv}},
 	}
 	b, err := json.Marshal(cfg)

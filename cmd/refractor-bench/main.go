@@ -52,7 +52,7 @@ type options struct {
 	overhead       overheadOptions
 }
 
-var allContenders = []string{"refractor", "rp-random", "rp-least_conn", "direct-first", "direct-best"}
+var allContenders = []string{"refractor", "refractor-warm", "rp-random", "rp-least_conn", "direct-first", "direct-best"}
 
 func main() {
 	if os.Getenv(upstreamEnv) != "" {

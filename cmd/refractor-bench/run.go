@@ -148,7 +148,7 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 				servers = append(servers, proxyServer{name, addr, reverseProxyRoute(ms.hostPorts(), "random")})
 			case "rp-least_conn":
 				servers = append(servers, proxyServer{name, addr, reverseProxyRoute(ms.hostPorts(), "least_conn")})
-			case "direct-first", "direct-best":
+			case "direct-first", "direct-best", "refractor-warm":
 			default:
 				ms.close()
 				return nil, fmt.Errorf("unknown contender %q", name)
@@ -168,18 +168,21 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 			progress("  run %d mirrors in list order (port=MiB/s): %s", run+1, strings.Join(list, " "))
 		}
 
-		n := len(o.contenders)
-		order := append(slices.Clone(o.contenders[run%n:]), o.contenders[:run%n]...)
-		for pos, name := range order {
-			var base string
-			switch name {
-			case "direct-first":
-				base = ms.bases()[0]
-			case "direct-best":
-				base = ms.servers[0].Base() // the fastest at the start
-			default:
-				base = "http://" + addrs[name] + "/"
+		// refractor-warm is refractor's pool again, right after refractor's
+		// own run: what a pool that has learned these mirrors does.
+		var rotating []string
+		for _, name := range o.contenders {
+			if name != "refractor-warm" {
+				rotating = append(rotating, name)
 			}
+		}
+		// Not after a degradation: that pool learned that the fast mirrors
+		// had turned slow, and the next run starts them fast again.
+		warm := slices.Contains(o.contenders, "refractor-warm") && slices.Contains(rotating, "refractor") && sc.degradeAt == 0
+		n := len(rotating)
+		order := append(slices.Clone(rotating[run%n:]), rotating[:run%n]...)
+		pos := 0
+		runOne := func(name, base string) {
 			if !ms.waitIdle(15 * time.Second) {
 				progress("warning: mirrors still busy before %s", name)
 			}
@@ -201,6 +204,7 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 				Failures: out.failures, GaveUp: out.lost, Unfinished: c.Files - out.done - out.lost - out.corrupt, Corrupt: out.corrupt,
 				Series: out.series, CPU: out.cpu.Seconds(),
 			}
+			pos++
 			if all > 0 {
 				rd.TopShare = float64(top) / float64(all)
 			}
@@ -214,6 +218,21 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 			c.Runs[name] = append(c.Runs[name], rd)
 			if o.verbose {
 				progress("  run %d %-14s %s", run+1, name, rd.summary(or.seconds))
+			}
+		}
+		for _, name := range order {
+			var base string
+			switch name {
+			case "direct-first":
+				base = ms.bases()[0]
+			case "direct-best":
+				base = ms.servers[0].Base() // the fastest at the start
+			default:
+				base = "http://" + addrs[name] + "/"
+			}
+			runOne(name, base)
+			if name == "refractor" && warm {
+				runOne("refractor-warm", base)
 			}
 		}
 		if !ms.waitIdle(15 * time.Second) {

@@ -1,0 +1,195 @@
+package pool
+
+import (
+	"slices"
+	"time"
+)
+
+// Moving and splitting a transfer. A file that cannot change in place may
+// be finished by other mirrors with range requests (as when a mirror fails
+// mid-way). Big files stuck on one mirror are what make the last seconds of
+// a download set drag on, so when fast workers are free and the client
+// keeps up, the rest of a long transfer is handed to them, split in chunks
+// (split.go): the file then comes as fast as all of them together. A free
+// worker much faster than a transfer's own is offered to it as it frees up,
+// and each such transfer also looks for free fast workers now and then.
+//
+// How often a transfer measures its rate and looks (in time spent waiting
+// for the mirror), how much faster a lone helper must be, and how much time
+// a split must save (new requests cost a round trip or two).
+const (
+	upgradeCheckEvery = 250 * time.Millisecond
+	upgradeFactor     = 1.5
+	upgradeMinSaving  = 500 * time.Millisecond
+)
+
+// upgrade hands the rest of a transfer to helpers, reserved for it.
+type upgrade struct {
+	helpers []*worker
+	rate    float64 // the current transfer's rate, if measured
+}
+
+func (u *upgrade) Error() string { return "splitting over faster mirrors" }
+
+// movable is a transfer that other mirrors may finish: one streaming from
+// a single mirror, or a split one with room for more fetchers. Its fields
+// are guarded by Pool.mu.
+type movable struct {
+	exclude   map[string]bool // mirrors that may not help; not changed while it streams
+	rate      float64         // bytes per second lately; 0 until measured, or if the client is the bottleneck
+	remaining int64           // bytes left to send
+	offer     chan *worker    // buffered: a worker the pool reserved for it
+	split     *splitter       // set for a split transfer, which takes offers itself
+}
+
+// addMovable registers a transfer that may be moved.
+func (p *Pool) addMovable(exclude map[string]bool) *movable {
+	mv := &movable{exclude: exclude, offer: make(chan *worker, 1)}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.movables == nil {
+		p.movables = make(map[*movable]struct{})
+	}
+	p.movables[mv] = struct{}{}
+	return mv
+}
+
+// removeMovable unregisters mv, and releases a worker offered to it too
+// late to be used.
+func (p *Pool) removeMovable(mv *movable) {
+	p.mu.Lock()
+	delete(p.movables, mv)
+	p.mu.Unlock()
+	select {
+	case w := <-mv.offer:
+		p.release(w, outcome{})
+	default:
+	}
+}
+
+// measured records mv's latest rate (0 if the client, not the mirror, is
+// the bottleneck) and what it has left, and reserves idle workers that
+// would finish it much sooner, if no request is waiting for them.
+func (p *Pool) measured(mv *movable, rate float64, remaining int64) *upgrade {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	mv.rate, mv.remaining = rate, remaining
+	if _, ok := p.movables[mv]; !ok || rate <= 0 {
+		return nil // already offered a worker, or the client is slow
+	}
+	helpers := p.idleHelpers(mv.exclude, p.cfg.Split, rate/helperShare)
+	if len(helpers) == 0 {
+		return nil
+	}
+	p.state.mu.Lock()
+	scores := make([]float64, len(helpers))
+	for i, w := range helpers {
+		scores[i] = w.stats.score()
+	}
+	p.state.mu.Unlock()
+	// The best helpers that are worth it.
+	for n := len(helpers); n > 0; n-- {
+		if _, ok := p.splitSaving(rate, remaining, scores[:n]); ok {
+			for _, w := range helpers[:n] {
+				w.busy = true
+			}
+			delete(p.movables, mv)
+			return &upgrade{helpers: helpers[:n], rate: rate}
+		}
+	}
+	return nil
+}
+
+// idleHelpers lists, best first, up to n idle ranked workers not in
+// exclude and at least minScore fast, unless requests are waiting for
+// workers. p.mu must be held.
+func (p *Pool) idleHelpers(exclude map[string]bool, n int, minScore float64) []*worker {
+	if len(p.waiters) > 0 || p.closed || n <= 0 {
+		return nil
+	}
+	p.state.mu.Lock()
+	defer p.state.mu.Unlock()
+	var out []*worker
+	for _, w := range p.workers {
+		if !w.busy && !exclude[w.key] && w.stats.count >= p.cfg.TrialSamples && w.stats.score() >= minScore {
+			out = append(out, w)
+		}
+	}
+	slices.SortFunc(out, func(a, b *worker) int { return compareDesc(a.stats.score(), b.stats.score()) })
+	return out[:min(n, len(out))]
+}
+
+func compareDesc(a, b float64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
+
+// offerFaster gives w, just freed and wanted by no waiting request, to the
+// transfer it would speed up most, if that is worth it for any. It reports
+// whether w was taken. p.mu must be held.
+func (p *Pool) offerFaster(w *worker) bool {
+	if len(p.movables) == 0 {
+		return false
+	}
+	p.state.mu.Lock()
+	ranked, score := w.stats.count >= p.cfg.TrialSamples, w.stats.score()
+	p.state.mu.Unlock()
+	if !ranked {
+		return false
+	}
+	var best *movable
+	var bestSaving float64
+	for mv := range p.movables {
+		if mv.exclude[w.key] {
+			continue
+		}
+		var saving float64
+		var ok bool
+		if mv.split != nil {
+			saving, ok = mv.split.savingWith(w, score)
+		} else if score >= upgradeFactor*mv.rate {
+			saving, ok = p.splitSaving(mv.rate, mv.remaining, []float64{score})
+		}
+		if ok && saving > bestSaving {
+			best, bestSaving = mv, saving
+		}
+	}
+	if best == nil {
+		return false
+	}
+	if best.split != nil {
+		return best.split.join(w)
+	}
+	w.busy = true
+	delete(p.movables, best)
+	best.offer <- w
+	return true
+}
+
+// splitSaving is how many seconds handing the rest of a transfer (now at
+// rate, with remaining bytes) to helpers of the given scores, best first,
+// would save, and whether that is worth it. The current mirror goes on
+// helping if it is fast enough and there is room for it.
+func (p *Pool) splitSaving(rate float64, remaining int64, scores []float64) (float64, bool) {
+	if rate <= 0 || len(scores) == 0 {
+		return 0, false
+	}
+	if len(scores) > 1 && remaining < splitMinRemaining {
+		return 0, false
+	}
+	together := 0.0
+	for _, s := range scores {
+		together += s
+	}
+	if len(scores) < p.cfg.Split && rate*helperShare >= scores[0] {
+		together += rate
+	}
+	r := float64(remaining)
+	saving := r/rate - r/together
+	return saving, saving >= upgradeMinSaving.Seconds()
+}

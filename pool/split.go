@@ -1,0 +1,420 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Splitting: the rest of a committed response fetched in chunks, by range
+// requests, by several workers at once (see move.go for when). The client
+// still gets one response, in order: the chunk at the head is written as
+// its bytes arrive, the ones after it wait in memory, and no fetcher runs
+// further ahead than the buffer allows. Every chunk must come from the same
+// file: a 206 for exactly the asked range, of the same total size, with the
+// same Last-Modified when both mirrors send one.
+const (
+	// chunkTime: a worker's chunk is what its mirror sends in about this
+	// long, within minChunk and maxChunk.
+	chunkTime = 250 * time.Millisecond
+	minChunk  = 1 << 20
+	maxChunk  = 4 << 20
+	// splitMinRemaining: a transfer with less than this left is not split
+	// (one faster worker may still take it over).
+	splitMinRemaining = 4 << 20
+	// helperShare: a worker less than 1/helperShare as fast as the fastest
+	// fetcher of a transfer does not fetch for it: its chunks would hold up
+	// the others.
+	helperShare = 3
+)
+
+var chunkBuffers = sync.Pool{New: func() any { b := make([]byte, maxChunk); return &b }}
+
+// splitter is the state of a split transfer.
+type splitter struct {
+	t      *transfer
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	cond     sync.Cond           // on mu: data arrived, room freed, a fetcher left, or ctx done
+	next     int64               // first byte not yet in a chunk
+	chunks   []*chunk            // in file order, not yet all written; chunks[0] is the head
+	retry    []*chunk            // chunks a failed fetcher gave back
+	fetchers map[*worker]float64 // workers fetching for this transfer, and their scores
+	left     map[*worker]bool    // workers that fetched for it and stopped: they don't come back
+	best     float64             // the fastest fetcher's score
+	failed   map[string]bool     // mirrors that may not fetch: failed or tried before
+	failures []string            // "mirror: reason"
+	speed    float64             // the fetchers' scores added up
+	closed   bool                // the transfer is over: no new fetcher
+}
+
+// chunk is a range of the file and the buffer it is fetched into.
+type chunk struct {
+	first, last int64
+	buf         *[]byte // from chunkBuffers
+	n           int     // bytes received; written by its fetcher under splitter.mu
+}
+
+func (c *chunk) size() int { return int(c.last - c.first + 1) }
+
+// split serves the rest of the committed response with helpers (reserved
+// for it) and the fast workers that become free meanwhile. exclude lists the
+// mirrors that may not fetch for it.
+func (t *transfer) split(helpers []*worker, exclude map[string]bool) error {
+	ctx, cancel := context.WithCancelCause(t.r.Context())
+	defer cancel(nil)
+	s := &splitter{
+		t: t, ctx: ctx, cancel: cancel,
+		next:     t.first + t.written,
+		fetchers: make(map[*worker]float64),
+		left:     make(map[*worker]bool),
+		failed:   maps.Clone(exclude),
+	}
+	s.cond.L = &s.mu
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	for _, w := range helpers {
+		s.start(w)
+	}
+	s.mu.Unlock()
+	// Workers that free up while it runs are offered to it.
+	mv := t.p.addMovable(nil) // savingWith checks who may help
+	t.p.mu.Lock()
+	mv.split = s
+	t.p.mu.Unlock()
+
+	err := s.write()
+	t.p.removeMovable(mv)
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	cancel(err)
+	s.wg.Wait()
+	for _, c := range s.chunks {
+		chunkBuffers.Put(c.buf)
+	}
+	t.failures = append(t.failures, s.failures...)
+	return err
+}
+
+// start makes w a fetcher. s.mu must be held.
+func (s *splitter) start(w *worker) {
+	s.t.p.state.mu.Lock()
+	score := w.stats.score()
+	s.t.p.state.mu.Unlock()
+	s.fetchers[w] = score
+	s.best = max(s.best, score)
+	s.speed += score
+	s.wg.Add(1)
+	go s.fetch(w)
+}
+
+// savingWith is how many seconds w, of the given score, would save by
+// joining the fetchers, and whether that is worth it. Pool.mu is held.
+func (s *splitter) savingWith(w *worker, score float64) (float64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	left := float64(s.t.last + 1 - s.next)
+	if _, fetching := s.fetchers[w]; fetching || s.left[w] || s.closed || len(s.fetchers) >= s.t.p.cfg.Split || s.failed[w.key] ||
+		score*helperShare < s.best || left <= 0 || s.speed <= 0 {
+		return 0, false
+	}
+	saving := left/s.speed - left/(s.speed+score)
+	return saving, saving >= upgradeMinSaving.Seconds()
+}
+
+// join makes w, which the pool is handing over, a fetcher, unless the
+// transfer is over. Pool.mu is held.
+func (s *splitter) join(w *worker) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	w.busy = true
+	s.start(w)
+	return true
+}
+
+// write sends the chunks to the client in order, until the end of the
+// response.
+func (s *splitter) write() error {
+	t := s.t
+	for {
+		pos := t.first + t.written
+		s.mu.Lock()
+		for {
+			if s.ctx.Err() != nil {
+				s.mu.Unlock()
+				return context.Cause(s.ctx)
+			}
+			if len(s.chunks) > 0 && int64(s.chunks[0].n) > pos-s.chunks[0].first {
+				break // bytes to send
+			}
+			if len(s.chunks) == 0 && s.next > t.last {
+				s.mu.Unlock()
+				return nil
+			}
+			if len(s.fetchers) == 0 {
+				s.mu.Unlock()
+				if err := s.replace(); err != nil {
+					return err
+				}
+				s.mu.Lock()
+				continue
+			}
+			s.cond.Wait()
+		}
+		head := s.chunks[0]
+		data := (*head.buf)[pos-head.first : head.n]
+		s.mu.Unlock()
+
+		if err := t.send(data); err != nil {
+			return err
+		}
+		if t.first+t.written > head.last {
+			s.mu.Lock()
+			s.chunks = s.chunks[1:]
+			s.cond.Broadcast() // room for the fetchers
+			s.mu.Unlock()
+			chunkBuffers.Put(head.buf)
+			s.recruit()
+		}
+	}
+}
+
+// recruit adds the idle fast workers the split has room for.
+func (s *splitter) recruit() {
+	p := s.t.p
+	s.mu.Lock()
+	room, minScore, exclude := p.cfg.Split-len(s.fetchers), s.best/helperShare, maps.Clone(s.failed)
+	more := s.next <= s.t.last
+	for w := range s.fetchers {
+		exclude[w.key] = true
+	}
+	for w := range s.left {
+		exclude[w.key] = true
+	}
+	s.mu.Unlock()
+	if room <= 0 || !more {
+		return
+	}
+	p.mu.Lock()
+	helpers := p.idleHelpers(exclude, room, minScore)
+	for _, w := range helpers {
+		w.busy = true
+	}
+	p.mu.Unlock()
+	s.mu.Lock()
+	for _, w := range helpers {
+		s.start(w)
+	}
+	s.mu.Unlock()
+}
+
+// replace finds a fetcher when none is left and bytes are missing: an idle
+// fast worker, or else the next free worker that has not failed, as long as
+// the retries allow.
+func (s *splitter) replace() error {
+	p := s.t.p
+	s.mu.Lock()
+	failures, exclude := len(s.failures), maps.Clone(s.failed)
+	s.mu.Unlock()
+	if failures > p.cfg.Retries {
+		return errNoUntried
+	}
+	s.recruit()
+	s.mu.Lock()
+	found := len(s.fetchers) > 0
+	s.mu.Unlock()
+	if found {
+		return nil
+	}
+	w, err := p.acquire(s.ctx, exclude, false)
+	if err != nil {
+		return err
+	}
+	s.t.attempts++
+	s.mu.Lock()
+	s.start(w)
+	s.mu.Unlock()
+	return nil
+}
+
+// fetch fetches chunks with w until there is none left for it, then
+// releases w.
+func (s *splitter) fetch(w *worker) {
+	defer s.wg.Done()
+	p := s.t.p
+	var o outcome
+	for {
+		c := s.take(w)
+		if c == nil {
+			break
+		}
+		n, d, err := s.get(w, c)
+		o.bytes += n
+		o.elapsed += d
+		if err != nil {
+			s.mu.Lock()
+			s.retry = append(s.retry, c)
+			gone := s.ctx.Err() != nil
+			if !gone {
+				s.failed[w.key] = true
+				s.failures = append(s.failures, w.key+": "+err.Error())
+			}
+			s.mu.Unlock()
+			s.leave(w)
+			if gone { // the transfer ended: not the mirror's fault
+				p.release(w, outcome{success: o.bytes > 0, bytes: o.bytes, elapsed: o.elapsed})
+				return
+			}
+			p.obs.AttemptFailed(w.key, failureReason(err))
+			p.log.Warn("mirror failed", zap.String("mirror", w.key), zap.String("path", s.t.rel),
+				zap.Bool("committed", true), zap.Int64("offset", c.first+int64(c.n)), zap.Error(err))
+			p.release(w, outcome{failed: true})
+			return
+		}
+	}
+	s.leave(w)
+	p.release(w, outcome{success: o.bytes > 0, bytes: o.bytes, elapsed: o.elapsed})
+}
+
+// leave takes w out of the fetchers.
+func (s *splitter) leave(w *worker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.speed = max(s.speed-s.fetchers[w], 0)
+	delete(s.fetchers, w)
+	s.left[w] = true
+	s.cond.Broadcast()
+}
+
+// take gives w the next chunk to fetch: one a failed fetcher left, or a new
+// one sized to w's speed once the buffer has room for it. It returns nil
+// when there is none for w: all is taken, the transfer ended, a request is
+// waiting for a worker, or w is too slow to help.
+func (s *splitter) take(w *worker) *chunk {
+	p := s.t.p
+	if p.waiting() {
+		return nil
+	}
+	p.state.mu.Lock()
+	score := w.stats.score()
+	p.state.mu.Unlock()
+	size := int64(min(max(score*chunkTime.Seconds(), minChunk), maxChunk))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.ctx.Err() != nil {
+			return nil
+		}
+		if len(s.retry) > 0 {
+			c := s.retry[0]
+			s.retry = s.retry[1:]
+			return c
+		}
+		left := s.t.last - s.next + 1
+		if left <= 0 || score*helperShare < s.best {
+			return nil
+		}
+		n := min(size, left)
+		if left-n < minChunk && left <= maxChunk {
+			n = left // no small last chunk
+		}
+		var buffered int64
+		for _, c := range s.chunks {
+			buffered += int64(c.size())
+		}
+		if len(s.chunks) > 0 && buffered+n > int64(p.cfg.Split+1)*maxChunk {
+			s.cond.Wait()
+			continue
+		}
+		c := &chunk{first: s.next, last: s.next + n - 1, buf: chunkBuffers.Get().(*[]byte)}
+		s.next += n
+		s.chunks = append(s.chunks, c)
+		return c
+	}
+}
+
+// get fetches the rest of c from w's mirror. It returns the bytes received
+// and the time they count for in a sample.
+func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
+	t, p := s.t, s.t.p
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	defer cancel(nil)
+	first := c.first + int64(c.n)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fileURL(w.mirror, t.rel), nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("building request: %w", err)
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", first, c.last))
+	req.Header["User-Agent"] = t.r.Header["User-Agent"]
+	if req.Header["User-Agent"] == nil {
+		req.Header["User-Agent"] = nil // not Go's default
+	}
+	began := time.Now()
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, 0, withCause(ctx, fmt.Errorf("request: %w", err))
+	}
+	defer resp.Body.Close()
+	wait := time.Since(began)
+	if isMirrorFailure(resp.StatusCode) {
+		return 0, 0, &statusError{resp.Status}
+	}
+	if err := t.checkRange(resp, first, c.last); err != nil {
+		return 0, 0, err
+	}
+	body := &meter{r: resp.Body, stall: p.cfg.StallTimeout, cancel: cancel, minRate: p.trickleRate()}
+	defer body.stop()
+	buf := (*c.buf)[:c.size()]
+	for n := c.n; n < len(buf); {
+		m, err := body.Read(buf[n:])
+		if m > 0 {
+			n += m
+			s.mu.Lock()
+			c.n = n
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		}
+		if err == io.EOF && n < len(buf) {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return body.n, 0, withCause(ctx, fmt.Errorf("body: %w", err))
+		}
+	}
+	return body.n, transferTime(body.n, wait, body.busy, p.cfg.MinSampleBytes), nil
+}
+
+// withCause adds to err why ctx was cancelled, if it was and err does not
+// say so already.
+func withCause(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled && !errors.Is(err, cause) {
+		return fmt.Errorf("%w (%w)", cause, err)
+	}
+	return err
+}
+
+// waiting reports whether requests are waiting for a worker.
+func (p *Pool) waiting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiters) > 0
+}
