@@ -1,0 +1,192 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-refractor/refractor/internal/testmirror"
+)
+
+const splitFile = "extra/os/x86_64/huge-1.0-1-any.pkg.tar.zst"
+
+// splitSetup is a pool of a slow mirror and two fast ones, which the pool
+// knows as fast and slow, with the fast ones busy elsewhere until release
+// is called: a request for the big file then starts on the slow mirror.
+type splitSetup struct {
+	p            *Pool
+	slow, fa, fb *testmirror.Mirror
+	busy         []*worker
+	content      []byte
+	front        *httptest.Server
+}
+
+func newSplitSetup(t *testing.T, size int, fbFiles map[string][]byte) *splitSetup {
+	t.Helper()
+	files := map[string][]byte{splitFile: testmirror.Content(splitFile, size)}
+	s := &splitSetup{content: files[splitFile]}
+	s.slow, s.fa = testmirror.New(t, files), testmirror.New(t, files)
+	if fbFiles == nil {
+		fbFiles = files
+	}
+	s.fb = testmirror.New(t, fbFiles)
+	s.slow.SetRate(1 << 20)
+	p, err := New(Config{
+		Workers:      3,
+		TrialSamples: 1,
+		Resign:       -1,
+		EvictAfter:   100,
+		PeekTimeout:  10 * time.Second,
+		SyncFile:     "-",
+		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) {
+			return []Candidate{{URL: s.slow.Base()}, {URL: s.fa.Base()}, {URL: s.fb.Base()}}, nil
+		}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	s.p = p
+	waitForWorkers(t, p, 3)
+	p.mu.Lock()
+	for _, w := range p.workers {
+		if w.key == s.slow.Base() {
+			p.record(w.key, w.stats, outcome{success: true, bytes: 1 << 20, elapsed: time.Second})
+			continue
+		}
+		p.record(w.key, w.stats, outcome{success: true, bytes: 64 << 20, elapsed: time.Second})
+		w.busy = true
+		s.busy = append(s.busy, w)
+	}
+	p.mu.Unlock()
+	s.front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	}))
+	t.Cleanup(s.front.Close)
+	return s
+}
+
+// get starts the download, reads its first MiB (from the slow mirror),
+// frees the fast workers, and returns the response and what was read.
+func (s *splitSetup) get(t *testing.T, ctx context.Context) (*http.Response, *bytes.Buffer) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.front.URL+"/"+splitFile, nil)
+	resp, err := s.front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	var got bytes.Buffer
+	if _, err := io.CopyN(&got, resp.Body, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range s.busy {
+		s.p.release(w, outcome{})
+	}
+	return resp, &got
+}
+
+// waitIdle polls until no worker of p is busy.
+func waitIdle(t *testing.T, p *Pool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		busy := 0
+		for _, w := range p.Status().Workers {
+			if w.Busy {
+				busy++
+			}
+		}
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers still busy", busy)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A big file that starts on a slow mirror is finished by the fast ones,
+// which fetch ranges of it at once; the client gets one intact response.
+func TestSplitOverFastMirrors(t *testing.T) {
+	s := newSplitSetup(t, 24<<20, nil)
+	resp, got := s.get(t, t.Context())
+	if _, err := io.Copy(got, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), s.content) {
+		t.Fatalf("got %d bytes, not the file's %d", got.Len(), len(s.content))
+	}
+	for name, m := range map[string]*testmirror.Mirror{"fast A": s.fa, "fast B": s.fb} {
+		if rng := m.LastHeaders().Get("Range"); !strings.HasPrefix(rng, "bytes=") || strings.HasPrefix(rng, "bytes=0-") {
+			t.Errorf("%s was last asked for %q, want a range of the rest of the file", name, rng)
+		}
+	}
+	if resp.Header.Get(MirrorHeader) != s.slow.Base() {
+		t.Errorf("%s = %q, want the mirror that started it", MirrorHeader, resp.Header.Get(MirrorHeader))
+	}
+	waitIdle(t, s.p)
+}
+
+// A helper that fails mid-chunk gives its chunk back: the others finish it
+// and the file is intact; the failure counts against the helper.
+func TestSplitHelperFailsMidChunk(t *testing.T) {
+	s := newSplitSetup(t, 24<<20, nil)
+	s.fb.SetFault(testmirror.ResetMidBody, splitFile, 100<<10)
+	resp, got := s.get(t, t.Context())
+	if _, err := io.Copy(got, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), s.content) {
+		t.Fatalf("got %d bytes, not the file's %d", got.Len(), len(s.content))
+	}
+	if s.fb.Requests() == 0 {
+		t.Fatal("the faulty helper was never asked: the test proves nothing")
+	}
+	if f := statsOf(t, s.p, s.fb.Base()).failures; f == 0 {
+		t.Error("the helper's failure was not counted")
+	}
+}
+
+// A helper whose copy of the file differs (another size) is not used for
+// it: the response stays one file.
+func TestSplitRejectsADifferentFile(t *testing.T) {
+	other := map[string][]byte{splitFile: testmirror.Content(splitFile, 25<<20)}
+	s := newSplitSetup(t, 24<<20, other)
+	resp, got := s.get(t, t.Context())
+	if _, err := io.Copy(got, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), s.content) {
+		t.Fatalf("got %d bytes, not the file's %d", got.Len(), len(s.content))
+	}
+	if s.fb.Requests() == 0 {
+		t.Fatal("the helper with the other file was never asked: the test proves nothing")
+	}
+	if f := statsOf(t, s.p, s.fb.Base()).failures; f == 0 {
+		t.Error("the mismatch was not counted against the helper")
+	}
+}
+
+// A client that goes away during a split frees every worker.
+func TestSplitClientGoneFreesWorkers(t *testing.T) {
+	s := newSplitSetup(t, 64<<20, nil)
+	s.fa.SetRate(4 << 20)
+	s.fb.SetRate(4 << 20)
+	ctx, cancel := context.WithCancel(t.Context())
+	resp, _ := s.get(t, ctx)
+	if _, err := io.CopyN(io.Discard, resp.Body, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if s.fa.Requests()+s.fb.Requests() == 0 {
+		t.Fatal("no split happened: the test proves nothing")
+	}
+	cancel()
+	waitIdle(t, s.p)
+}
