@@ -65,6 +65,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    stall_timeout   <duration>
 //	    cooldown        <duration>
 //	    evict_after     <n>
+//	    split           <n>
 //	    changing_paths  <patterns...>
 //	    sync_file       <path>|off
 //	    sync_interval   <duration>
@@ -97,6 +98,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.MaxQueue, err = positiveInt(d)
 		case "evict_after":
 			h.EvictAfter, err = positiveInt(d)
+		case "split":
+			h.Split, err = positiveInt(d)
 		case "good_throughput":
 			h.GoodThroughput, err = size(d)
 		case "min_sample":

@@ -56,6 +56,7 @@ func TestConfigErrorsNameTheDirective(t *testing.T) {
 		{"stall_timeout x", "stall_timeout"},
 		{"cooldown x", "cooldown"},
 		{"evict_after 0", "evict_after"},
+		{"split 0", "split"},
 		{"changing_paths", "changing_paths"},
 		{"changing_paths [", "changing_paths"},
 		{"no_such_option 1", "no_such_option"},

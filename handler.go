@@ -76,6 +76,11 @@ type Handler struct {
 	// How many consecutive failures evict a mirror, however fast it is.
 	// Default: 3.
 	EvictAfter int `json:"evict_after,omitempty"`
+	// How many workers may fetch one large file at once, each a range of
+	// it, when fast workers are free and the client keeps up; 1 turns
+	// splitting off (a transfer may still move to one faster worker).
+	// Files that change in place are never split. Default: 4.
+	Split int `json:"split,omitempty"`
 	// File name patterns (path.Match syntax, matched against the last
 	// path element) of files that change in place, such as package
 	// databases; they are never stitched together from two mirrors.
@@ -178,6 +183,7 @@ func (h *Handler) Validate() error {
 		{"stall_timeout", h.StallTimeout < 0},
 		{"cooldown", h.Cooldown < 0},
 		{"evict_after", h.EvictAfter < 0},
+		{"split", h.Split < 0},
 		{"sync_interval", h.SyncInterval < 0},
 	} {
 		if c.bad {
@@ -213,6 +219,7 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 		StallTimeout:   time.Duration(h.StallTimeout),
 		Cooldown:       time.Duration(h.Cooldown),
 		EvictAfter:     h.EvictAfter,
+		Split:          h.Split,
 		ChangingPaths:  h.ChangingPaths,
 		SyncFile:       h.SyncFile,
 		SyncInterval:   time.Duration(h.SyncInterval),
