@@ -19,7 +19,10 @@ import (
 
 	// The providers that ship with refractor, so one xcaddy --with brings
 	// them all.
+	_ "github.com/caddy-refractor/refractor/providers/archlinux"
 	_ "github.com/caddy-refractor/refractor/providers/command"
+	_ "github.com/caddy-refractor/refractor/providers/list"
+	_ "github.com/caddy-refractor/refractor/providers/mirrorlist"
 )
 
 func init() {
