@@ -42,7 +42,7 @@ func ParseMirrorURL(raw string) (*url.URL, error) {
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, fmt.Errorf("mirror URL %q: scheme must be http or https", raw)
 	}
-	if u.Host == "" {
+	if u.Hostname() == "" {
 		return nil, fmt.Errorf("mirror URL %q: missing host", raw)
 	}
 	if u.User != nil {
