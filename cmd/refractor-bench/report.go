@@ -108,6 +108,9 @@ func printCell(w io.Writer, c *cell, sc scenario) {
 		refWall = summarize(ref).wall
 	}
 	for _, name := range c.Contenders {
+		if len(c.Runs[name]) == 0 {
+			continue // refractor-warm after a degradation
+		}
 		s := summarize(c.Runs[name])
 		vsRef := "-"
 		if hasRef && name != "refractor" {
