@@ -100,6 +100,7 @@ type Handler struct {
 
 	pool     *pool.Pool
 	live     *namedPool
+	obs      *observer
 	stateKey string
 	logger   *zap.Logger
 }
@@ -128,6 +129,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Name = defaultName(h.ProviderRaw)
 	}
 	h.logger = h.logger.With(zap.String("pool", h.Name))
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	h.obs = newObserver(h.Name, h.logger)
 	mod, err := ctx.LoadModule(h, "ProviderRaw")
 	if err != nil {
 		return fmt.Errorf("provider: loading module: %w", err)
@@ -148,6 +153,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.live = &namedPool{name: h.Name, pool: h.pool}
 	registerPool(h.live)
+	if err := h.obs.events.start(ctx); err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
 	return nil
 }
 
@@ -242,6 +250,9 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 	if h.Resign != nil {
 		cfg.Resign = cmpOr(*h.Resign, -1)
 	}
+	if h.obs != nil {
+		cfg.Observer = h.obs
+	}
 	return cfg
 }
 
@@ -252,6 +263,9 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.pool != nil {
 		_ = h.pool.Close()
+	}
+	if h.obs != nil {
+		h.obs.close()
 	}
 	if h.stateKey != "" {
 		_, _ = states.Delete(h.stateKey)
