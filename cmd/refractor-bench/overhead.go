@@ -525,7 +525,20 @@ func printOverhead(w io.Writer, oo overheadOptions, results []overheadResult) {
 		}
 		return n
 	}
-	runs := len(get("single", "direct"))
+	// ran reports whether the test has results (-overhead-tests may leave
+	// it out).
+	ran := func(test string) bool {
+		for _, name := range overheadContenders {
+			if len(get(test, name)) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	runs := 0
+	for _, t := range []string{"single", "streams", "slow"} {
+		runs = max(runs, len(get(t, "direct")))
+	}
 	fmt.Fprintf(w, "### Proxy overhead\n\n")
 	fmt.Fprintf(w, "One unthrottled upstream in a child process; Caddy and the clients in this process. Median of %d runs.\n", runs)
 	fmt.Fprintf(w, "CPU is this process's (Getrusage) over the test; \"proxy CPU\" subtracts the direct download's (the clients' share) in the same run.\n\n")
@@ -533,11 +546,17 @@ func printOverhead(w io.Writer, oo overheadOptions, results []overheadResult) {
 		{"single", fmt.Sprintf("single stream of a %s file", oo.big)},
 		{"streams", fmt.Sprintf("%d concurrent streams of a %s file", oo.streams, oo.medium)},
 	} {
+		if !ran(t.test) {
+			continue
+		}
 		fmt.Fprintf(w, "%s:\n\n| contender | MiB/s | (min-max) | x reverse_proxy | CPU s/GiB | proxy CPU s/GiB | x reverse_proxy | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n", t.title)
 		rpRate := med(get(t.test, "reverse_proxy"), rate)
 		rpCPU := med(get(t.test, "reverse_proxy"), func(r overheadResult) float64 { return proxyCPU(t.test, r) })
 		for _, name := range overheadContenders {
 			rs := get(t.test, name)
+			if len(rs) == 0 {
+				continue
+			}
 			pc := med(rs, func(r overheadResult) float64 { return proxyCPU(t.test, r) })
 			ratio := "-"
 			if name != "direct" && rpCPU > 0 {
@@ -552,6 +571,9 @@ func printOverhead(w io.Writer, oo overheadOptions, results []overheadResult) {
 		}
 		fmt.Fprintln(w)
 	}
+	if !ran("slow") {
+		return
+	}
 	fmt.Fprintf(w, "%d slow clients (8 KiB receive buffer, reading 1 KiB a second), held %v once all are served:\n\n", oo.slow, oo.hold)
 	fmt.Fprintf(w, "| contender | in flight | peak RSS growth MiB | per request KiB | proxy per request KiB | live heap per request KiB | proxy live per request KiB | of which stacks KiB | of which peek buffers KiB | beyond the peek buffer KiB | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	perReq := func(r overheadResult) float64 {
@@ -561,6 +583,9 @@ func printOverhead(w io.Writer, oo overheadOptions, results []overheadResult) {
 	directPer, directLive := med(get("slow", "direct"), perReq), med(get("slow", "direct"), livePer)
 	for _, name := range overheadContenders {
 		rs := get("slow", name)
+		if len(rs) == 0 {
+			continue
+		}
 		p, l := med(rs, perReq), med(rs, livePer)
 		peek := med(rs, func(r overheadResult) float64 { return float64(r.PeekLive) / 1024 / float64(max(r.InFlight, 1)) })
 		stack := med(rs, func(r overheadResult) float64 {
