@@ -40,7 +40,7 @@ type Pool struct {
 	provider  ProviderStatus
 	movables  map[*movable]struct{} // transfers a faster worker may finish
 
-	peekBuffers sync.Pool // of *[]byte of PeekSize
+	peekBuffers [peekClasses]sync.Pool // of *[]byte, by size class (peekClass)
 }
 
 // worker is one slot of the pool, bound to a mirror. It serves one transfer

@@ -312,7 +312,7 @@ func (t *transfer) attempt(w *worker, lastChance bool) (outcome, error) {
 		var peeked []byte
 		release := func() {}
 		if t.r.Method != http.MethodHead {
-			peeked, release, err = t.peek(body, cancel, lastChance)
+			peeked, release, err = t.peek(body, resp.ContentLength, cancel, lastChance)
 			if err != nil {
 				release()
 				return t.failed(ctx, fmt.Errorf("peek: %w", err))
@@ -394,10 +394,11 @@ func (t *transfer) setRequestHeaders(req *http.Request) {
 }
 
 // peek reads the start of the body before anything is committed, so that a
-// slow or broken mirror can still be replaced.
-func (t *transfer) peek(body *meter, cancel context.CancelCauseFunc, lastChance bool) ([]byte, func(), error) {
-	buf := t.p.peekBuffer()
-	release := func() { t.p.peekBuffers.Put(buf) }
+// slow or broken mirror can still be replaced: up to the peek size, or the
+// whole body if it says it is smaller.
+func (t *transfer) peek(body *meter, size int64, cancel context.CancelCauseFunc, lastChance bool) ([]byte, func(), error) {
+	buf := t.p.peekBuffer(size)
+	release := func() { t.p.releasePeekBuffer(buf) }
 	if !lastChance { // the last chance streams whatever it gets
 		timer := time.AfterFunc(t.p.cfg.PeekTimeout, func() { cancel(errPeekTimeout) })
 		defer timer.Stop()
@@ -416,12 +417,45 @@ func (t *transfer) peek(body *meter, cancel context.CancelCauseFunc, lastChance 
 	return (*buf)[:n], release, nil
 }
 
-func (p *Pool) peekBuffer() *[]byte {
-	if b, ok := p.peekBuffers.Get().(*[]byte); ok {
+// Peek buffers come in size classes, powers of two from minPeekBuffer up to
+// the peek size (the last class), so that the many small files of a
+// package set (signatures, small packages) do not each hold a whole peek
+// buffer while the client reads them.
+const (
+	minPeekBuffer = 16 << 10
+	peekClasses   = 8 // minPeekBuffer<<0 .. <<6 (1 MiB) below the peek size, then the peek size
+)
+
+// peekClass is the smallest class that holds size bytes (size < 0: unknown,
+// the peek size), and that class's buffer length.
+func (p *Pool) peekClass(size int64) (class int, length int64) {
+	peek := p.cfg.PeekSize
+	if size < 0 || size > peek {
+		size = peek
+	}
+	for class, length = 0, minPeekBuffer; class < peekClasses-1 && length < peek; class, length = class+1, length*2 {
+		if length >= size {
+			return class, length
+		}
+	}
+	return peekClasses - 1, peek
+}
+
+// peekBuffer returns a buffer for peeking at a body of size bytes (-1:
+// unknown), from the pool of its class if there is one.
+func (p *Pool) peekBuffer(size int64) *[]byte {
+	class, length := p.peekClass(size)
+	if b, ok := p.peekBuffers[class].Get().(*[]byte); ok {
 		return b
 	}
-	b := make([]byte, p.cfg.PeekSize)
+	b := make([]byte, length)
 	return &b
+}
+
+// releasePeekBuffer gives b back to the pool of its class.
+func (p *Pool) releasePeekBuffer(b *[]byte) {
+	class, _ := p.peekClass(int64(len(*b)))
+	p.peekBuffers[class].Put(b)
 }
 
 // commit sends the response headers to the client.

@@ -573,3 +573,35 @@ func TestServeClientGoneIsNotAFailure(t *testing.T) {
 		t.Fatalf("the mirror was blamed for the client: %+v", s)
 	}
 }
+
+// TestPeekBufferSizes: a body that says it is small is peeked into a
+// buffer of its size class, not a whole peek buffer; unknown or large
+// bodies get the peek size.
+func TestPeekBufferSizes(t *testing.T) {
+	for _, tc := range []struct {
+		peek, size, want int64
+	}{
+		{1 << 20, 0, 16 << 10},
+		{1 << 20, 100, 16 << 10},
+		{1 << 20, 16 << 10, 16 << 10},
+		{1 << 20, 16<<10 + 1, 32 << 10},
+		{1 << 20, 600 << 10, 1 << 20},
+		{1 << 20, 1 << 20, 1 << 20},
+		{1 << 20, 300 << 20, 1 << 20},
+		{1 << 20, -1, 1 << 20},
+		{48 << 10, 40 << 10, 48 << 10},
+		{48 << 10, 20 << 10, 32 << 10},
+		{8 << 10, 100, 8 << 10},
+		{4 << 20, 3 << 20, 4 << 20},
+	} {
+		p := &Pool{cfg: Config{PeekSize: tc.peek}}
+		b := p.peekBuffer(tc.size)
+		if int64(len(*b)) != tc.want {
+			t.Errorf("peek size %d, body of %d bytes: buffer of %d bytes, want %d", tc.peek, tc.size, len(*b), tc.want)
+		}
+		p.releasePeekBuffer(b)
+		if again := p.peekBuffer(tc.size); int64(len(*again)) != tc.want {
+			t.Errorf("peek size %d, body of %d bytes: recycled buffer of %d bytes, want %d", tc.peek, tc.size, len(*again), tc.want)
+		}
+	}
+}
