@@ -154,6 +154,7 @@ func TestBrokenTransfersAbortTheConnection(t *testing.T) {
 			workers 2
 			evict_after 1000
 			sync_file off
+			peek_timeout 30s # a loaded machine's slow peek would retry before committing
 			provider static %s %s`, a.Base(), b.Base()))
 
 	for _, tc := range []struct {

@@ -29,6 +29,7 @@ func TestReloadKeepsRanking(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
+	waitIdle(t) // a transfer's sample is recorded just after the client has its body
 	learned := samplesByMirror()
 	if learned[a.Base()]+learned[b.Base()] == 0 {
 		t.Fatal("no samples after 10 downloads")
