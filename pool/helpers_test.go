@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -11,15 +10,6 @@ import (
 )
 
 // Helpers shared by the pool's tests.
-
-// knownBug skips a test that demonstrates a bug not fixed yet. Set
-// REFRACTOR_RUN_BUGS=1 to run it anyway and see it fail.
-func knownBug(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("REFRACTOR_RUN_BUGS") == "" {
-		t.Skip("BUG: " + what)
-	}
-}
 
 // listProvider always proposes the same mirrors, in order.
 func listProvider(urls ...string) ProviderFunc {
