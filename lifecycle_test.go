@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/goleak"
@@ -100,6 +101,13 @@ func TestNoGoroutineSurvivesCleanup(t *testing.T) {
 	front.Close()
 	if err := h.Cleanup(); err != nil {
 		t.Fatal(err)
+	}
+	// Cleanup returns at once; the pool, with nothing in flight, stops
+	// right after.
+	select {
+	case <-h.pool.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pool did not stop after Cleanup")
 	}
 	cancel()
 	client.CloseIdleConnections()

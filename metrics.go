@@ -36,6 +36,7 @@ var metrics = struct {
 	providerFetches *prometheus.CounterVec
 	providerErrors  *prometheus.CounterVec
 	eventsDropped   *prometheus.CounterVec
+	refetched       *prometheus.CounterVec
 }{
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
@@ -88,6 +89,11 @@ var metrics = struct {
 		Name: "events_dropped_total",
 		Help: "Caddy events not emitted because the event queue was full.",
 	}, []string{"pool"}),
+	refetched: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "refetched_bytes_total",
+		Help: "Bytes read from mirrors, dropped unsent while their client was not reading (a parked transfer), and fetched again.",
+	}, []string{"pool"}),
 }
 
 // collectors is everything registerMetrics registers.
@@ -95,7 +101,7 @@ func collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		metrics.requests, metrics.bytes, metrics.queueWait, metrics.attempts, metrics.retries,
 		metrics.failures, metrics.rotations, metrics.providerFetches, metrics.providerErrors,
-		metrics.eventsDropped, poolCollector{},
+		metrics.eventsDropped, metrics.refetched, poolCollector{},
 	}
 }
 
@@ -129,6 +135,7 @@ type poolMetrics struct {
 	providerFetches prometheus.Counter
 	providerErrors  prometheus.Counter
 	eventsDropped   prometheus.Counter
+	refetched       prometheus.Counter
 }
 
 // newPoolMetrics returns the series of the pool named name, creating those
@@ -147,6 +154,7 @@ func newPoolMetrics(name string) *poolMetrics {
 		providerFetches: metrics.providerFetches.With(l),
 		providerErrors:  metrics.providerErrors.With(l),
 		eventsDropped:   metrics.eventsDropped.With(l),
+		refetched:       metrics.refetched.With(l),
 	}
 }
 
@@ -167,6 +175,7 @@ func (m *poolMetrics) forget() {
 	metrics.providerFetches.DeletePartialMatch(l)
 	metrics.providerErrors.DeletePartialMatch(l)
 	metrics.eventsDropped.DeletePartialMatch(l)
+	metrics.refetched.DeletePartialMatch(l)
 }
 
 // requestDone counts a finished request.

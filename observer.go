@@ -62,6 +62,10 @@ func (o *observer) MirrorLeft(mirror, reason string, score float64) {
 	o.events.push(mirrorEvent{name: name, mirror: mirror, score: score, reason: reason})
 }
 
+// Refetched counts bytes fetched again after a parked transfer dropped
+// them.
+func (o *observer) Refetched(bytes int64) { o.metrics.refetched.Add(float64(bytes)) }
+
 // AttemptFailed counts an upstream failure. The pool logs it.
 func (o *observer) AttemptFailed(_, reason string) {
 	o.metrics.failures.WithLabelValues(reason).Inc()

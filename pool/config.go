@@ -26,6 +26,7 @@ const (
 	DefaultSyncFile       = "lastsync"
 	DefaultSyncInterval   = 5 * time.Minute
 	DefaultSplit          = 4
+	DefaultDrainTimeout   = 5 * time.Minute
 )
 
 // DefaultChangingPaths are the file name patterns (path.Match syntax, matched
@@ -78,6 +79,10 @@ type Config struct {
 	// range of it, when the pool has fast workers to spare; 1 turns
 	// splitting off. Only files that do not change in place are split.
 	Split int
+	// DrainTimeout bounds how long a closed pool goes on serving the
+	// requests it holds (a config reload lets them finish) before it ends
+	// them.
+	DrainTimeout time.Duration
 	// ChangingPaths are the patterns of files that change in place; see
 	// DefaultChangingPaths. They are never stitched together from two
 	// mirrors.
@@ -124,6 +129,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.EvictAfter, DefaultEvictAfter)
 	setDefault(&c.SyncFile, DefaultSyncFile)
 	setDefault(&c.SyncInterval, DefaultSyncInterval)
+	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
 	if c.SyncFile == "-" {
 		c.SyncFile = ""
 	}

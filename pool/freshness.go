@@ -66,8 +66,3 @@ func (p *Pool) fetchSync(w *worker) (time.Time, error) {
 	}
 	return time.Unix(secs, 0), nil
 }
-
-// statusError is a mirror's answer with an unusable status.
-type statusError struct{ status string }
-
-func (e *statusError) Error() string { return "status " + e.status }

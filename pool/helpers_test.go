@@ -40,7 +40,7 @@ func startPool(t testing.TB, cfg Config, urls ...string) *Pool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Close() })
+	t.Cleanup(p.closeNow)
 	return p
 }
 
@@ -137,11 +137,11 @@ func finish(t testing.TB, p *Pool, key string, o outcome) {
 	t.Helper()
 	w := workerOf(t, p, key)
 	p.mu.Lock()
-	if w.busy {
+	if w.load > 0 {
 		p.mu.Unlock()
 		t.Fatalf("%s is busy", key)
 	}
-	w.busy = true
+	p.claim(w)
 	p.mu.Unlock()
 	p.release(w, o)
 }
@@ -185,6 +185,7 @@ func (r *recorder) RequestDone(string, int, int, int64, time.Duration) {}
 func (r *recorder) Scored(string, float64)                             {}
 func (r *recorder) Queued(time.Duration)                               {}
 func (r *recorder) ProviderFetched(error)                              {}
+func (r *recorder) Refetched(int64)                                    {}
 
 func (r *recorder) events(l *[]event) []event {
 	r.mu.Lock()

@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"slices"
 	"time"
 )
 
@@ -22,14 +21,6 @@ const (
 	upgradeFactor     = 1.5
 	upgradeMinSaving  = 500 * time.Millisecond
 )
-
-// upgrade hands the rest of a transfer to helpers, reserved for it.
-type upgrade struct {
-	helpers []*worker
-	rate    float64 // the current transfer's rate, if measured
-}
-
-func (u *upgrade) Error() string { return "splitting over faster mirrors" }
 
 // movable is a transfer that other mirrors may finish: one streaming from
 // a single mirror, or a split one with room for more fetchers. Its fields
@@ -67,64 +58,69 @@ func (p *Pool) removeMovable(mv *movable) {
 	}
 }
 
+// releaseAll gives back workers reserved for a transfer that could not use
+// them.
+func (p *Pool) releaseAll(ws []*worker) {
+	for _, w := range ws {
+		p.release(w, outcome{})
+	}
+}
+
 // measured records mv's latest rate (0 if the client, not the mirror, is
 // the bottleneck) and what it has left, and reserves idle workers that
-// would finish it much sooner, if no request is waiting for them.
-func (p *Pool) measured(mv *movable, rate float64, remaining int64) *upgrade {
+// would finish it much sooner, if no request is waiting for them. It
+// returns the reserved workers, or nil.
+func (p *Pool) measured(mv *movable, rate float64, remaining int64) []*worker {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	mv.rate, mv.remaining = rate, remaining
-	if _, ok := p.movables[mv]; !ok || rate <= 0 {
-		return nil // already offered a worker, or the client is slow
+	if _, ok := p.movables[mv]; !ok || rate <= 0 || len(p.waiters) > 0 || p.closing {
+		return nil // already offered a worker, the client is slow, or others need workers
 	}
-	helpers := p.idleHelpers(mv.exclude, p.cfg.Split, rate/helperShare)
+	sts := p.standings()
+	helpers := idleHelpers(sts, mv.exclude, p.cfg.Split, rate/helperShare, p.cfg.TrialSamples)
 	if len(helpers) == 0 {
 		return nil
 	}
-	p.state.mu.Lock()
 	scores := make([]float64, len(helpers))
 	for i, w := range helpers {
-		scores[i] = w.stats.score()
+		scores[i] = scoreOf(sts, w)
 	}
-	p.state.mu.Unlock()
 	// The best helpers that are worth it.
 	for n := len(helpers); n > 0; n-- {
 		if _, ok := p.splitSaving(rate, remaining, scores[:n]); ok {
 			for _, w := range helpers[:n] {
-				w.busy = true
+				p.claim(w)
 			}
 			delete(p.movables, mv)
-			return &upgrade{helpers: helpers[:n], rate: rate}
+			return helpers[:n]
 		}
 	}
 	return nil
 }
 
-// idleHelpers lists, best first, up to n idle ranked workers not in
-// exclude and at least minScore fast, unless requests are waiting for
-// workers. p.mu must be held.
-func (p *Pool) idleHelpers(exclude map[string]bool, n int, minScore float64) []*worker {
-	if len(p.waiters) > 0 || p.closed || n <= 0 {
-		return nil
-	}
-	p.state.mu.Lock()
-	defer p.state.mu.Unlock()
-	var out []*worker
-	for _, w := range p.workers {
-		if !w.busy && !exclude[w.key] && w.stats.count >= p.cfg.TrialSamples && w.stats.score() >= minScore {
-			out = append(out, w)
+// scores are the scores of ws.
+func (p *Pool) scores(ws []*worker) []float64 {
+	return ranked(p, func(sts []standing) []float64 {
+		out := make([]float64, len(ws))
+		for i, w := range ws {
+			out[i] = scoreOf(sts, w)
 		}
-	}
-	slices.SortFunc(out, func(a, b *worker) int { return compareDesc(a.stats.score(), b.stats.score()) })
-	return out[:min(n, len(out))]
+		return out
+	})
 }
 
-func compareDesc(a, b float64) int {
-	switch {
-	case a > b:
-		return -1
-	case a < b:
-		return 1
+// trickleRate is the rate below which a transfer now is a trickle.
+func (p *Pool) trickleRate() float64 {
+	return ranked(p, func(sts []standing) float64 { return trickleRate(sts, p.cfg.TrialSamples) })
+}
+
+// scoreOf is w's score in sts.
+func scoreOf(sts []standing, w *worker) float64 {
+	for _, s := range sts {
+		if s.w == w {
+			return s.score
+		}
 	}
 	return 0
 }
@@ -136,10 +132,14 @@ func (p *Pool) offerFaster(w *worker) bool {
 	if len(p.movables) == 0 {
 		return false
 	}
-	p.state.mu.Lock()
-	ranked, score := w.stats.count >= p.cfg.TrialSamples, w.stats.score()
-	p.state.mu.Unlock()
-	if !ranked {
+	sts := p.standings()
+	var me standing
+	for _, s := range sts {
+		if s.w == w {
+			me = s
+		}
+	}
+	if me.w == nil || !me.ranked(p.cfg.TrialSamples) {
 		return false
 	}
 	var best *movable
@@ -151,9 +151,9 @@ func (p *Pool) offerFaster(w *worker) bool {
 		var saving float64
 		var ok bool
 		if mv.split != nil {
-			saving, ok = mv.split.savingWith(w, score)
-		} else if score >= upgradeFactor*mv.rate {
-			saving, ok = p.splitSaving(mv.rate, mv.remaining, []float64{score})
+			saving, ok = mv.split.savingWith(w, me.score)
+		} else if me.score >= upgradeFactor*mv.rate {
+			saving, ok = p.splitSaving(mv.rate, mv.remaining, []float64{me.score})
 		}
 		if ok && saving > bestSaving {
 			best, bestSaving = mv, saving
@@ -163,9 +163,13 @@ func (p *Pool) offerFaster(w *worker) bool {
 		return false
 	}
 	if best.split != nil {
-		return best.split.join(w)
+		if !best.split.join(w, me.score) {
+			return false
+		}
+		p.claim(w) // its fetcher frees it only once p.mu is unlocked
+		return true
 	}
-	w.busy = true
+	p.claim(w)
 	delete(p.movables, best)
 	best.offer <- w
 	return true

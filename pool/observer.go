@@ -26,6 +26,9 @@ type Observer interface {
 	Scored(mirror string, bytesPerSecond float64)
 	// Queued: a request waited d for a worker.
 	Queued(d time.Duration)
+	// Refetched: bytes read from mirrors earlier were dropped unsent while
+	// their client was not reading, and are being fetched again.
+	Refetched(bytes int64)
 	// ProviderFetched: the provider was asked for candidates; err is nil on
 	// success.
 	ProviderFetched(err error)
@@ -39,4 +42,5 @@ func (nopObserver) AttemptFailed(string, string)                       {}
 func (nopObserver) RequestDone(string, int, int, int64, time.Duration) {}
 func (nopObserver) Scored(string, float64)                             {}
 func (nopObserver) Queued(time.Duration)                               {}
+func (nopObserver) Refetched(int64)                                    {}
 func (nopObserver) ProviderFetched(error)                              {}

@@ -25,7 +25,7 @@ func enqueue(p *Pool, ctx context.Context, id int, exclude map[string]bool, out 
 		exclude = map[string]bool{}
 	}
 	go func() {
-		w, err := p.acquire(ctx, exclude, false)
+		w, err := p.acquire(ctx, want{exclude: exclude})
 		out <- acquired{id, w, err, time.Now()}
 	}()
 	synctest.Wait()
@@ -39,7 +39,7 @@ func TestQueueIsFIFO(t *testing.T) {
 		a := mirrorURL("a")
 		p := startBubblePool(t, Config{Workers: 1, Resign: -1}, a)
 		w := workerOf(t, p, a)
-		if w0 := pick(t, p); w0 != a {
+		if w0 := pickMirror(t, p); w0 != a {
 			t.Fatal(w0)
 		}
 		out := make(chan acquired, 4)
@@ -66,8 +66,8 @@ func TestQueueSkipsWaiterThatExcludesTheWorker(t *testing.T) {
 		a, b := mirrorURL("a"), mirrorURL("b")
 		p := startBubblePool(t, Config{Workers: 2, Resign: -1}, a, b)
 		wa, wb := workerOf(t, p, a), workerOf(t, p, b)
-		pick(t, p)
-		pick(t, p)
+		pickMirror(t, p)
+		pickMirror(t, p)
 		out := make(chan acquired, 2)
 		enqueue(p, t.Context(), 1, map[string]bool{a: true}, out)
 		enqueue(p, t.Context(), 2, nil, out)
@@ -87,8 +87,8 @@ func TestAcquireAllExcluded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b := mirrorURL("a"), mirrorURL("b")
 		p := startBubblePool(t, Config{Workers: 2}, a, b)
-		pick(t, p) // busy, and still excluded
-		_, err := p.acquire(t.Context(), map[string]bool{a: true, b: true}, false)
+		pickMirror(t, p) // busy, and still excluded
+		_, err := p.acquire(t.Context(), want{exclude: map[string]bool{a: true, b: true}})
 		if !errors.Is(err, errNoUntried) {
 			t.Fatalf("err %v, want errNoUntried", err)
 		}
@@ -100,12 +100,12 @@ func TestQueueFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a := mirrorURL("a")
 		p := startBubblePool(t, Config{Workers: 1, MaxQueue: 2}, a)
-		pick(t, p)
+		pickMirror(t, p)
 		out := make(chan acquired, 2)
 		enqueue(p, t.Context(), 1, nil, out)
 		enqueue(p, t.Context(), 2, nil, out)
 		start := time.Now()
-		_, err := p.acquire(t.Context(), map[string]bool{}, false)
+		_, err := p.acquire(t.Context(), want{exclude: map[string]bool{}})
 		if !errors.Is(err, errQueueFull) || time.Since(start) != 0 {
 			t.Fatalf("third waiter: %v after %v, want errQueueFull at once", err, time.Since(start))
 		}
@@ -131,7 +131,7 @@ func TestQueueTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a := mirrorURL("a")
 		p := startBubblePool(t, Config{Workers: 1, QueueTimeout: 7 * time.Second}, a)
-		pick(t, p)
+		pickMirror(t, p)
 		out := make(chan acquired, 1)
 		start := time.Now()
 		enqueue(p, t.Context(), 1, nil, out)
@@ -143,7 +143,7 @@ func TestQueueTimeout(t *testing.T) {
 			t.Fatalf("%d still queued", queued(p))
 		}
 		p.release(workerOf(t, p, a), outcome{})
-		if w, err := p.acquire(t.Context(), map[string]bool{}, false); err != nil || w.key != a {
+		if w, err := p.acquire(t.Context(), want{exclude: map[string]bool{}}); err != nil || w.key != a {
 			t.Fatalf("the worker was not idle after the timed-out waiter left: %v", err)
 		}
 
@@ -165,7 +165,7 @@ func TestQueueClientGone(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a := mirrorURL("a")
 		p := startBubblePool(t, Config{Workers: 1}, a)
-		pick(t, p)
+		pickMirror(t, p)
 		ctx, cancel := context.WithCancel(t.Context())
 		out := make(chan acquired, 1)
 		enqueue(p, ctx, 1, nil, out)
@@ -179,20 +179,50 @@ func TestQueueClientGone(t *testing.T) {
 	})
 }
 
-// Close fails waiting requests.
-func TestCloseFailsWaiters(t *testing.T) {
+// Close returns at once and lets the requests the pool holds finish: a
+// waiting request still gets the worker that frees up; once nothing is in
+// flight the pool stops, and only then does it refuse requests.
+func TestCloseDrainsWaiters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a := mirrorURL("a")
 		p := startBubblePool(t, Config{Workers: 1}, a)
-		pick(t, p)
+		pickMirror(t, p)
 		out := make(chan acquired, 1)
 		enqueue(p, t.Context(), 1, nil, out)
 		p.Close()
-		if g := <-out; !errors.Is(g.err, errClosed) {
-			t.Fatalf("err %v, want errClosed", g.err)
+		synctest.Wait()
+		select {
+		case g := <-out:
+			t.Fatalf("the waiting request ended at Close: %+v", g)
+		default:
 		}
-		if _, err := p.acquire(t.Context(), map[string]bool{}, false); !errors.Is(err, errClosed) {
-			t.Fatalf("acquire after Close: %v", err)
+		p.release(workerOf(t, p, a), outcome{})
+		g := <-out
+		if g.err != nil || g.w.key != a {
+			t.Fatalf("the waiting request got %+v, want the worker of %s", g, a)
+		}
+		p.release(g.w, outcome{})
+		<-p.Done()
+		if _, err := p.acquire(t.Context(), want{exclude: map[string]bool{}}); !errors.Is(err, errClosed) {
+			t.Fatalf("acquire after the pool stopped: %v", err)
+		}
+	})
+}
+
+// A closed pool that cannot drain (a transfer never ends) is stopped after
+// the drain timeout: its waiters are failed then.
+func TestDrainTimeoutEndsWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a := mirrorURL("a")
+		p := startBubblePool(t, Config{Workers: 1, DrainTimeout: time.Minute, QueueTimeout: time.Hour}, a)
+		pickMirror(t, p)
+		out := make(chan acquired, 1)
+		enqueue(p, t.Context(), 1, nil, out)
+		start := time.Now()
+		p.Close()
+		g := <-out
+		if !errors.Is(g.err, errClosed) || g.at.Sub(start) != time.Minute {
+			t.Fatalf("waiter ended with %v after %v, want errClosed after the drain timeout", g.err, g.at.Sub(start))
 		}
 	})
 }
@@ -212,7 +242,7 @@ func TestNewWorkerTakesAWaiter(t *testing.T) {
 			}
 		})}
 		p := startBubblePool(t, cfg)
-		pick(t, p)
+		pickMirror(t, p)
 		out := make(chan acquired, 1)
 		enqueue(p, t.Context(), 1, nil, out)
 		offer <- []Candidate{{URL: b}}

@@ -24,9 +24,9 @@ func rankCfg() Config {
 }
 
 // pick takes an idle worker as a request would, and returns its mirror.
-func pick(t *testing.T, p *Pool) string {
+func pickMirror(t *testing.T, p *Pool) string {
 	t.Helper()
-	w, err := p.acquire(t.Context(), map[string]bool{}, false)
+	w, err := p.acquire(t.Context(), want{exclude: map[string]bool{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,15 +44,15 @@ func TestPickIdlePrefersTrialThenBest(t *testing.T) {
 		setSamples(t, p, a, 500, 500)
 		setSamples(t, p, b, 9000, 9000)
 		setSamples(t, p, c, 1) // on trial, and the slowest so far
-		if got := pick(t, p); got != c {
+		if got := pickMirror(t, p); got != c {
 			t.Fatalf("picked %s, want %s, the worker on trial", got, c)
 		}
 		p.release(workerOf(t, p, c), outcome{})
 		setSamples(t, p, c, 1) // now ranked
-		if got := pick(t, p); got != b {
+		if got := pickMirror(t, p); got != b {
 			t.Fatalf("picked %s, want %s, the best ranked", got, b)
 		}
-		if got := pick(t, p); got != a {
+		if got := pickMirror(t, p); got != a {
 			t.Fatalf("picked %s, want %s, the best idle", got, a)
 		}
 	})
@@ -160,9 +160,8 @@ func TestShouldResign(t *testing.T) {
 				}
 				w := workerOf(t, p, urls[tt.target])
 				p.mu.Lock()
-				p.state.mu.Lock()
-				got := p.shouldResign(w)
-				p.state.mu.Unlock()
+				sts := p.standings()
+				got := shouldResign(sts, slices.IndexFunc(sts, func(s standing) bool { return s.w == w }), p.resignRule())
 				p.mu.Unlock()
 				if got != tt.want {
 					t.Fatalf("shouldResign(%s) = %v, want %v", urls[tt.target], got, tt.want)
@@ -242,7 +241,7 @@ func TestResignIdleSkipsBusy(t *testing.T) {
 		setSamples(t, p, c, 10, 10)
 		wc := workerOf(t, p, c)
 		p.mu.Lock()
-		wc.busy = true
+		p.claim(wc)
 		p.mu.Unlock()
 		finish(t, p, a, transferAt(300))
 		if !inPool(p, c) {

@@ -143,7 +143,7 @@ func TestProviderOutageKeepsThePool(t *testing.T) {
 		p := startBubblePool(t, Config{Workers: 3, Provider: prov})
 		for range 5 {
 			time.Sleep(time.Minute)
-			w, err := p.acquire(t.Context(), map[string]bool{}, false)
+			w, err := p.acquire(t.Context(), want{exclude: map[string]bool{}})
 			if err != nil || w.key != a {
 				t.Fatalf("acquire during the outage: %v, %v", w, err)
 			}

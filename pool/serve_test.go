@@ -329,6 +329,7 @@ func TestServePeekTimeoutRequeues(t *testing.T) {
 	// Retries 1: the fast mirror's attempt is the last, so however loaded
 	// the machine, it has no peek timeout to miss.
 	p := servePool(t, Config{Retries: 1, PeekSize: 256 << 10, PeekTimeout: 200 * time.Millisecond, Observer: obs}, slow, fast)
+	setSamples(t, p, fast.Base(), 10<<20) // known to be faster: a peek timeout counts
 	rec, err := serve(t, p, nil, pkgName)
 	wantFile(t, rec, err, fast, files[pkgName])
 	if slow.Requests() != 1 {
@@ -352,6 +353,7 @@ func TestServeLastAttemptHasNoPeekTimeout(t *testing.T) {
 	last.SetRate(256 << 10) // the peek needs about 0.5 s
 	obs := &recorder{}
 	p := servePool(t, Config{Retries: 1, PeekSize: 128 << 10, PeekTimeout: 100 * time.Millisecond, Observer: obs}, first, last)
+	setSamples(t, p, last.Base(), 10<<20) // thought faster: the first attempt's peek timeout counts
 	rec, err := serve(t, p, nil, pkgName)
 	wantFile(t, rec, err, last, files[pkgName])
 	if f := obs.events(&obs.failed); len(f) != 1 || f[0].mirror != first.Base() || f[0].reason != "peek_timeout" {
@@ -399,8 +401,10 @@ func TestServeSlowClientDoesNotCountAgainstMirror(t *testing.T) {
 		t.Fatal("wrong body")
 	}
 	s := statsOf(t, p, m.Base())
-	if s.count != 1 {
-		t.Fatalf("stats %+v, want one sample", s)
+	// One sample, or two: the client held back its peek long enough for
+	// the transfer to park and resume.
+	if s.count < 1 || s.count > 2 || s.failures != 0 {
+		t.Fatalf("stats %+v, want one or two samples and no failure", s)
 	}
 	// The sample says how long the mirror kept the transfer busy. Whatever
 	// the machine's speed, that is at most the whole transfer less the
@@ -539,6 +543,8 @@ func TestServeLastUntriedMirrorHasNoPeekTimeout(t *testing.T) {
 			ms = append(ms, m)
 		}
 		p := servePool(t, Config{Retries: 3, PeekSize: 128 << 10, PeekTimeout: 100 * time.Millisecond}, ms...)
+		// The last is thought faster, so the first one's peek times out.
+		setSamples(t, p, ms[n-1].Base(), 10<<20)
 		rec, err := serve(t, p, nil, pkgName)
 		wantFile(t, rec, err, ms[n-1], files[pkgName])
 	}
@@ -574,34 +580,28 @@ func TestServeClientGoneIsNotAFailure(t *testing.T) {
 	}
 }
 
-// TestPeekBufferSizes: a body that says it is small is peeked into a
-// buffer of its size class, not a whole peek buffer; unknown or large
-// bodies get the peek size.
-func TestPeekBufferSizes(t *testing.T) {
+// TestBlockSizes: a body that says it is small travels in a small block,
+// not a whole one; unknown or larger bodies take full blocks.
+func TestBlockSizes(t *testing.T) {
 	for _, tc := range []struct {
-		peek, size, want int64
+		size int64
+		want int
 	}{
-		{1 << 20, 0, 16 << 10},
-		{1 << 20, 100, 16 << 10},
-		{1 << 20, 16 << 10, 16 << 10},
-		{1 << 20, 16<<10 + 1, 32 << 10},
-		{1 << 20, 600 << 10, 1 << 20},
-		{1 << 20, 1 << 20, 1 << 20},
-		{1 << 20, 300 << 20, 1 << 20},
-		{1 << 20, -1, 1 << 20},
-		{48 << 10, 40 << 10, 48 << 10},
-		{48 << 10, 20 << 10, 32 << 10},
-		{8 << 10, 100, 8 << 10},
-		{4 << 20, 3 << 20, 4 << 20},
+		{0, smallBlockSize},
+		{100, smallBlockSize},
+		{smallBlockSize, smallBlockSize},
+		{smallBlockSize + 1, blockSize},
+		{300 << 20, blockSize},
+		{-1, blockSize},
 	} {
-		p := &Pool{cfg: Config{PeekSize: tc.peek}}
-		b := p.peekBuffer(tc.size)
-		if int64(len(*b)) != tc.want {
-			t.Errorf("peek size %d, body of %d bytes: buffer of %d bytes, want %d", tc.peek, tc.size, len(*b), tc.want)
+		b := newBlock(tc.size)
+		if len(b.buf) != tc.want || b.n != 0 {
+			t.Errorf("body of %d bytes: block of %d bytes (%d used), want %d empty", tc.size, len(b.buf), b.n, tc.want)
 		}
-		p.releasePeekBuffer(b)
-		if again := p.peekBuffer(tc.size); int64(len(*again)) != tc.want {
-			t.Errorf("peek size %d, body of %d bytes: recycled buffer of %d bytes, want %d", tc.peek, tc.size, len(*again), tc.want)
+		b.n = 10
+		b.release()
+		if again := newBlock(tc.size); len(again.buf) != tc.want || again.n != 0 {
+			t.Errorf("body of %d bytes: recycled block of %d bytes (%d used), want %d empty", tc.size, len(again.buf), again.n, tc.want)
 		}
 	}
 }

@@ -75,21 +75,34 @@ func (t *transfer) split(helpers []*worker, exclude map[string]bool) error {
 	defer cancel(nil)
 	s := &splitter{
 		t: t, ctx: ctx, cancel: cancel,
-		next:     t.first + t.written,
+		next:     t.next,
 		fetchers: make(map[*worker]float64),
 		left:     make(map[*worker]bool),
 		failed:   maps.Clone(exclude),
 	}
 	s.cond.L = &s.mu
-	stop := context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
+	stop := context.AfterFunc(ctx, s.broadcast)
 	defer stop()
+	// Fetchers waiting for room look now and then whether a request
+	// waits for their worker.
+	tick := time.NewTicker(parkPoll)
+	defer tick.Stop()
+	s.wg.Go(func() {
+		for {
+			select {
+			case <-tick.C:
+				if t.p.waiting() {
+					s.broadcast()
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	scores := t.p.scores(helpers)
 	s.mu.Lock()
-	for _, w := range helpers {
-		s.start(w)
+	for i, w := range helpers {
+		s.start(w, scores[i])
 	}
 	s.mu.Unlock()
 	// Workers that free up while it runs are offered to it.
@@ -112,11 +125,14 @@ func (t *transfer) split(helpers []*worker, exclude map[string]bool) error {
 	return err
 }
 
-// start makes w a fetcher. s.mu must be held.
-func (s *splitter) start(w *worker) {
-	s.t.p.state.mu.Lock()
-	score := w.stats.score()
-	s.t.p.state.mu.Unlock()
+func (s *splitter) broadcast() {
+	s.mu.Lock()
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// start makes w, of the given score, a fetcher. s.mu must be held.
+func (s *splitter) start(w *worker, score float64) {
 	s.fetchers[w] = score
 	s.best = max(s.best, score)
 	s.speed += score
@@ -139,15 +155,14 @@ func (s *splitter) savingWith(w *worker, score float64) (float64, bool) {
 }
 
 // join makes w, which the pool is handing over, a fetcher, unless the
-// transfer is over. Pool.mu is held.
-func (s *splitter) join(w *worker) bool {
+// transfer is over, and reports whether it did. Pool.mu is held.
+func (s *splitter) join(w *worker, score float64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
-	w.busy = true
-	s.start(w)
+	s.start(w, score)
 	return true
 }
 
@@ -156,7 +171,7 @@ func (s *splitter) join(w *worker) bool {
 func (s *splitter) write() error {
 	t := s.t
 	for {
-		pos := t.first + t.written
+		pos := t.next
 		s.mu.Lock()
 		for {
 			if s.ctx.Err() != nil {
@@ -187,7 +202,7 @@ func (s *splitter) write() error {
 		if err := t.send(data); err != nil {
 			return err
 		}
-		if t.first+t.written > head.last {
+		if t.next > head.last {
 			s.mu.Lock()
 			s.chunks = s.chunks[1:]
 			s.cond.Broadcast() // room for the fetchers
@@ -198,7 +213,8 @@ func (s *splitter) write() error {
 	}
 }
 
-// recruit adds the idle fast workers the split has room for.
+// recruit adds the idle fast workers the split has room for, unless
+// requests wait for workers.
 func (s *splitter) recruit() {
 	p := s.t.p
 	s.mu.Lock()
@@ -215,14 +231,21 @@ func (s *splitter) recruit() {
 		return
 	}
 	p.mu.Lock()
-	helpers := p.idleHelpers(exclude, room, minScore)
-	for _, w := range helpers {
-		w.busy = true
+	if len(p.waiters) > 0 || p.closing {
+		p.mu.Unlock()
+		return
+	}
+	sts := p.standings()
+	helpers := idleHelpers(sts, exclude, room, minScore, p.cfg.TrialSamples)
+	scores := make([]float64, len(helpers))
+	for i, w := range helpers {
+		p.claim(w)
+		scores[i] = scoreOf(sts, w)
 	}
 	p.mu.Unlock()
 	s.mu.Lock()
-	for _, w := range helpers {
-		s.start(w)
+	for i, w := range helpers {
+		s.start(w, scores[i])
 	}
 	s.mu.Unlock()
 }
@@ -245,13 +268,14 @@ func (s *splitter) replace() error {
 	if found {
 		return nil
 	}
-	w, err := p.acquire(s.ctx, exclude, false)
+	w, err := p.acquire(s.ctx, want{exclude: exclude, committed: true})
 	if err != nil {
 		return err
 	}
 	s.t.attempts++
+	score := p.scores([]*worker{w})[0]
 	s.mu.Lock()
-	s.start(w)
+	s.start(w, score)
 	s.mu.Unlock()
 	return nil
 }
@@ -278,8 +302,8 @@ func (s *splitter) fetch(w *worker) {
 				s.failed[w.key] = true
 				s.failures = append(s.failures, w.key+": "+err.Error())
 			}
-			s.mu.Unlock()
 			s.leave(w)
+			s.mu.Unlock()
 			if gone { // the transfer ended: not the mirror's fault
 				p.release(w, outcome{success: o.bytes > 0, bytes: o.bytes, elapsed: o.elapsed})
 				return
@@ -291,14 +315,11 @@ func (s *splitter) fetch(w *worker) {
 			return
 		}
 	}
-	s.leave(w)
 	p.release(w, outcome{success: o.bytes > 0, bytes: o.bytes, elapsed: o.elapsed})
 }
 
-// leave takes w out of the fetchers.
+// leave takes w out of the fetchers. s.mu must be held.
 func (s *splitter) leave(w *worker) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.speed = max(s.speed-s.fetchers[w], 0)
 	delete(s.fetchers, w)
 	s.left[w] = true
@@ -306,22 +327,22 @@ func (s *splitter) leave(w *worker) {
 }
 
 // take gives w the next chunk to fetch: one a failed fetcher left, or a new
-// one sized to w's speed once the buffer has room for it. It returns nil
-// when there is none for w: all is taken, the transfer ended, a request is
-// waiting for a worker, or w is too slow to help.
+// one sized to w's speed once the buffer has room for it. It returns nil,
+// and takes w out of the fetchers, when there is none for w: all is taken,
+// the transfer ended, w is too slow to help, or a request waits for a
+// worker. Then a split gives back its extra fetchers at once, and its last
+// one only while the client, not the mirrors, holds the transfer back (the
+// buffer is full): its response is committed, and the last fetcher is
+// what keeps it going.
 func (s *splitter) take(w *worker) *chunk {
 	p := s.t.p
-	if p.waiting() {
-		return nil
-	}
-	p.state.mu.Lock()
-	score := w.stats.score()
-	p.state.mu.Unlock()
-	size := int64(min(max(score*chunkTime.Seconds(), minChunk), maxChunk))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	score := s.fetchers[w]
+	size := int64(min(max(score*chunkTime.Seconds(), minChunk), maxChunk))
 	for {
-		if s.ctx.Err() != nil {
+		if s.ctx.Err() != nil || (p.waiting() && len(s.fetchers) > 1) {
+			s.leave(w)
 			return nil
 		}
 		if len(s.retry) > 0 {
@@ -331,6 +352,7 @@ func (s *splitter) take(w *worker) *chunk {
 		}
 		left := s.t.last - s.next + 1
 		if left <= 0 || score*helperShare < s.best {
+			s.leave(w)
 			return nil
 		}
 		n := min(size, left)
@@ -342,6 +364,10 @@ func (s *splitter) take(w *worker) *chunk {
 			buffered += int64(c.size())
 		}
 		if len(s.chunks) > 0 && buffered+n > int64(p.cfg.Split+1)*maxChunk {
+			if p.waiting() { // the client is the bottleneck: free the worker
+				s.leave(w)
+				return nil
+			}
 			s.cond.Wait()
 			continue
 		}
@@ -364,10 +390,7 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 		return 0, 0, fmt.Errorf("building request: %w", err)
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", first, c.last))
-	req.Header["User-Agent"] = t.r.Header["User-Agent"]
-	if req.Header["User-Agent"] == nil {
-		req.Header["User-Agent"] = nil // not Go's default
-	}
+	setUserAgent(req, t.r)
 	began := time.Now()
 	resp, err := p.client.Do(req)
 	if err != nil {
@@ -381,7 +404,8 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 	if err := t.checkRange(resp, first, c.last); err != nil {
 		return 0, 0, err
 	}
-	body := &meter{r: resp.Body, stall: p.cfg.StallTimeout, cancel: cancel, minRate: p.trickleRate()}
+	body := &meter{r: resp.Body, stall: p.cfg.StallTimeout, cancel: cancel,
+		minRate: p.trickleRate()}
 	defer body.stop()
 	buf := (*c.buf)[:c.size()]
 	for n := c.n; n < len(buf); {
@@ -401,20 +425,4 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 		}
 	}
 	return body.n, transferTime(body.n, wait, body.busy, p.cfg.MinSampleBytes), nil
-}
-
-// withCause adds to err why ctx was cancelled, if it was and err does not
-// say so already.
-func withCause(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled && !errors.Is(err, cause) {
-		return fmt.Errorf("%w (%w)", cause, err)
-	}
-	return err
-}
-
-// waiting reports whether requests are waiting for a worker.
-func (p *Pool) waiting() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.waiters) > 0
 }

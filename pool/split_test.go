@@ -50,7 +50,7 @@ func newSplitSetup(t *testing.T, size int, fbFiles map[string][]byte) *splitSetu
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Close() })
+	t.Cleanup(p.closeNow)
 	s.p = p
 	waitForWorkers(t, p, 3)
 	p.mu.Lock()
@@ -60,7 +60,7 @@ func newSplitSetup(t *testing.T, size int, fbFiles map[string][]byte) *splitSetu
 			continue
 		}
 		p.record(w.key, w.stats, outcome{success: true, bytes: 64 << 20, elapsed: time.Second})
-		w.busy = true
+		p.claim(w)
 		s.busy = append(s.busy, w)
 	}
 	p.mu.Unlock()

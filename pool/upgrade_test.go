@@ -34,7 +34,7 @@ func TestTransferMovesToAFasterMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Close() })
+	t.Cleanup(p.closeNow)
 	waitForWorkers(t, p, 2)
 	// What the pool has learned: the fast mirror is fast, the slow one slow.
 	p.mu.Lock()
@@ -47,7 +47,7 @@ func TestTransferMovesToAFasterMirror(t *testing.T) {
 			p.record(w.key, w.stats, outcome{success: true, bytes: 1 << 20, elapsed: time.Second})
 		}
 	}
-	fastWorker.busy = true // busy elsewhere: the request goes to the slow mirror
+	p.claim(fastWorker) // busy elsewhere: the request goes to the slow mirror
 	p.mu.Unlock()
 
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

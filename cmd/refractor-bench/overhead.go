@@ -79,7 +79,7 @@ type overheadResult struct {
 	RSSPeak   int64   `json:"rss_peak_bytes,omitempty"`
 	LiveBase  int64   `json:"live_base_bytes,omitempty"` // Go heap and stacks in use after a GC
 	Live      int64   `json:"live_bytes,omitempty"`
-	PeekLive  int64   `json:"peek_live_bytes,omitempty"` // of Live, refractor's peek buffers
+	PeekLive  int64   `json:"peek_live_bytes,omitempty"` // of Live, refractor's body blocks (its peek and what waits for the client)
 	StackBase int64   `json:"stack_base_bytes,omitempty"`
 	Stack     int64   `json:"stack_bytes,omitempty"` // of Live, goroutine stacks
 	Errors    int     `json:"errors"`
@@ -461,7 +461,7 @@ func slowTest(url string, n int, hold time.Duration, up *upstream) overheadResul
 	close(stopSampling)
 	r.RSSPeak = <-sampled
 	r.Live, r.Stack = liveBytes()
-	r.PeekLive = liveAllocatedBy("peekBuffer")
+	r.PeekLive = liveAllocatedBy("allocBlock")
 	if heapProfileDir != "" {
 		if f, err := os.Create(filepath.Join(heapProfileDir, fmt.Sprintf("heap-slow-%s.pprof", strings.NewReplacer(":", "_", "/", "_").Replace(host)))); err == nil {
 			_ = pprof.WriteHeapProfile(f)
@@ -575,7 +575,7 @@ func printOverhead(w io.Writer, oo overheadOptions, results []overheadResult) {
 		return
 	}
 	fmt.Fprintf(w, "%d slow clients (8 KiB receive buffer, reading 1 KiB a second), held %v once all are served:\n\n", oo.slow, oo.hold)
-	fmt.Fprintf(w, "| contender | in flight | peak RSS growth MiB | per request KiB | proxy per request KiB | live heap per request KiB | proxy live per request KiB | of which stacks KiB | of which peek buffers KiB | beyond the peek buffer KiB | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| contender | in flight | peak RSS growth MiB | per request KiB | proxy per request KiB | live heap per request KiB | proxy live per request KiB | of which stacks KiB | of which body blocks KiB | beyond the blocks KiB | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	perReq := func(r overheadResult) float64 {
 		return float64(r.RSSPeak-r.RSSBase) / 1024 / float64(max(r.InFlight, 1))
 	}
@@ -600,7 +600,7 @@ func printOverhead(w io.Writer, oo overheadOptions, results []overheadResult) {
 			med(rs, func(r overheadResult) float64 { return float64(r.RSSPeak-r.RSSBase) / mib }), p, proxy, l, proxyLive, stack, peekCol, beyond, errs(rs))
 	}
 	fmt.Fprintf(w, "\nper request: this process's peak RSS growth (VmRSS sampled every 20 ms) per in-flight request; live heap: Go heap and stacks in use after a GC at the end of the hold.\n"+
-		"proxy: less the direct clients' own (%.0f KiB RSS, %.0f KiB live). peek buffers: live bytes allocated by refractor's peekBuffer (from the heap profile);\n"+
-		"a request holds its 1 MiB peek buffer until the peeked bytes are written to the client's socket, so with slow clients most requests hold it.\n"+
-		"beyond the peek buffer: proxy live per request less the peek buffers.\n\n", directPer, directLive)
+		"proxy: less the direct clients' own (%.0f KiB RSS, %.0f KiB live). body blocks: live bytes of refractor's body blocks (allocBlock, from the heap profile):\n"+
+		"the peek, then what waits for the client; a transfer whose client stalls drops its queued blocks and fetches them again later.\n"+
+		"beyond the blocks: proxy live per request less the body blocks.\n\n", directPer, directLive)
 }

@@ -1,0 +1,199 @@
+package pool
+
+import (
+	"slices"
+	"time"
+)
+
+// The ranking rules. Each is a pure function over a snapshot of the
+// workers' standings (taken with the locks held, by Pool.standings), so the
+// rules can be read, and tested, without the pool's concurrency.
+
+// standing is one worker's place in the ranking at the time of a snapshot.
+type standing struct {
+	w         *worker
+	key       string
+	score     float64 // bytes per second over the window
+	samples   int     // samples in the window
+	load      int     // transfers it carries
+	lastSync  time.Time
+	probation int
+}
+
+func (s standing) ranked(trial int) bool { return s.samples >= trial }
+func (s standing) idle() bool            { return s.load < workerCapacity }
+
+// want says which workers may serve a request.
+type want struct {
+	exclude   map[string]bool // mirrors that may not serve it
+	fresh     bool            // only the freshest mirrors may serve it
+	prefer    string          // take this mirror when it is free (a parked transfer's own)
+	committed bool            // its response is committed: it goes first, bounded by the stall timeout
+}
+
+// newestSync is the latest known sync time among the mirrors not in
+// exclude: only mirrors that synced then may serve files that change in
+// place. Mirrors of unknown sync time count as older than any known one.
+func newestSync(sts []standing, exclude map[string]bool) time.Time {
+	var newest time.Time
+	for _, s := range sts {
+		if !exclude[s.key] && s.lastSync.After(newest) {
+			newest = s.lastSync
+		}
+	}
+	return newest
+}
+
+// allows reports whether the worker of s may serve a request that wants wt.
+// newest is newestSync of the snapshot for wt.exclude.
+func (wt want) allows(s standing, newest time.Time) bool {
+	return !wt.exclude[s.key] && (!wt.fresh || !s.lastSync.Before(newest))
+}
+
+// pick chooses among idle workers the one to serve a request: its preferred
+// mirror if free; a worker still on trial (it needs samples to be judged),
+// unless the request has already failed somewhere (it has lost time
+// enough); else the best ranked.
+func pick(sts []standing, wt want, trial int) *worker {
+	var newest time.Time
+	if wt.fresh {
+		newest = newestSync(sts, wt.exclude)
+	}
+	var best *worker
+	var bestScore float64
+	for _, s := range sts {
+		if !s.idle() || !wt.allows(s, newest) {
+			continue
+		}
+		if s.key == wt.prefer {
+			return s.w
+		}
+		score := s.score
+		if !s.ranked(trial) && len(wt.exclude) == 0 {
+			score = inf
+		}
+		if best == nil || score > bestScore {
+			best, bestScore = s.w, score
+		}
+	}
+	return best
+}
+
+const inf = 1e300
+
+// resignRule holds the knobs of shouldResign.
+type resignRule struct {
+	workers int     // full strength
+	resign  int     // the bottom group
+	trial   int     // samples to be ranked
+	good    float64 // bytes per second that never resign
+}
+
+// shouldResign applies the resignation rule to sts[i]: when the pool is at
+// full strength and enough of it is ranked, a ranked worker among the
+// bottom resign whose score is below good resigns.
+func shouldResign(sts []standing, i int, r resignRule) bool {
+	s := sts[i]
+	if len(sts) < r.workers || !s.ranked(r.trial) || s.probation > 0 || s.score >= r.good {
+		return false
+	}
+	// Workers still on trial cannot resign, but what they have shown so
+	// far counts: slow mirrors take longest to finish their trial, and a
+	// ranking of only the finished would put a good mirror at the bottom.
+	ranked, below := 0, 0
+	for j, o := range sts {
+		if o.ranked(r.trial) {
+			ranked++
+		}
+		if j != i && o.samples > 0 && o.score < s.score {
+			below++
+		}
+	}
+	// Judge only against enough peers: at least half the pool, and more
+	// than the bottom group itself.
+	if ranked <= r.resign || ranked*2 < r.workers {
+		return false
+	}
+	return below < r.resign
+}
+
+// idleHelpers lists, best first, up to n idle ranked workers not in
+// exclude and at least minScore fast.
+func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float64, trial int) []*worker {
+	if n <= 0 {
+		return nil
+	}
+	var out []standing
+	for _, s := range sts {
+		if s.idle() && !exclude[s.key] && s.ranked(trial) && s.score >= minScore {
+			out = append(out, s)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b standing) int { return compareDesc(a.score, b.score) })
+	ws := make([]*worker, 0, min(n, len(out)))
+	for _, s := range out[:min(n, len(out))] {
+		ws = append(ws, s.w)
+	}
+	return ws
+}
+
+func compareDesc(a, b float64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
+
+// trickleDivisor: a transfer slower than the pool's median score divided by
+// this, for a stall timeout's worth of waiting, fails.
+const trickleDivisor = 20
+
+// trickleRate is the rate below which a transfer is a trickle, or 0 while
+// fewer than three mirrors are ranked.
+func trickleRate(sts []standing, trial int) float64 {
+	var scores []float64
+	for _, s := range sts {
+		if s.ranked(trial) {
+			scores = append(scores, s.score)
+		}
+	}
+	if len(scores) < 3 {
+		return 0
+	}
+	slices.Sort(scores)
+	return scores[len(scores)/2] / trickleDivisor
+}
+
+// peekSlack: the peek deadline leaves a mirror this many times as long as
+// the best ranked mirror would take for the same bytes.
+const peekSlack = 3
+
+// peekDeadline is how long a peek of n bytes may take: the configured
+// floor, or longer when even the best mirror the pool has measured would
+// need more, so that a pool whose mirrors are all slow keeps them.
+func peekDeadline(sts []standing, trial int, n int64, floor time.Duration) time.Duration {
+	best := 0.0
+	for _, s := range sts {
+		if s.ranked(trial) {
+			best = max(best, s.score)
+		}
+	}
+	if best <= 0 {
+		return floor
+	}
+	return max(floor, time.Duration(peekSlack*float64(n)/best*float64(time.Second)))
+}
+
+// fasterThan reports whether a worker other than the mirror key's has
+// shown (in at least one sample) that it is much faster than rate.
+func fasterThan(sts []standing, key string, rate float64) bool {
+	for _, s := range sts {
+		if s.key != key && s.samples > 0 && s.score > upgradeFactor*rate {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,214 @@
+package pool
+
+import (
+	"context"
+	"net/url"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// missing is how many workers the pool lacks.
+func (p *Pool) missing() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg.Workers - len(p.workers)
+}
+
+// Backoff bounds of the recruiter when the provider fails or has nothing new.
+const (
+	minBackoff = time.Second
+	maxBackoff = 2 * time.Minute
+)
+
+// recruitLoop keeps the pool at full strength. It first takes back the
+// mirrors the previous pool had (after a config reload), then asks the
+// provider, backing off while the provider fails or has nothing new.
+func (p *Pool) recruitLoop() {
+	defer p.wg.Done()
+	p.state.mu.Lock()
+	previous := make([]Candidate, 0, len(p.state.members))
+	for _, m := range p.state.members {
+		previous = append(previous, Candidate{URL: m})
+	}
+	p.state.mu.Unlock()
+	p.probeSync(p.admit(previous))
+
+	backoff := minBackoff
+	resync := time.NewTicker(p.cfg.SyncInterval)
+	defer resync.Stop()
+	for {
+		if need := p.missing(); need > 0 {
+			if joined := p.recruit(need); len(joined) > 0 {
+				p.probeSync(joined)
+				backoff = minBackoff
+				continue
+			}
+			select {
+			case <-time.After(backoff):
+			case <-p.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		select {
+		case <-p.wake:
+		case <-resync.C:
+			p.probeSync(p.workerList())
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+func (p *Pool) workerList() []*worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.workers)
+}
+
+// providerTimeout bounds one call to the provider.
+const providerTimeout = time.Minute
+
+// recruit asks the provider for up to need new mirrors and reports how many
+// joined. A provider that proposes one mirror a call is asked a few times.
+// When it has nothing new, mirrors that resigned (slow, not broken) and
+// that it still proposes come back before their cool-down ends, the one
+// that left first first: a pool at full strength serves more at once, and
+// a mirror that was slow may be fast now.
+func (p *Pool) recruit(need int) []*worker {
+	var joined []*worker
+	var seen []Candidate
+	for calls := 0; calls < need+2 && len(joined) < need; calls++ {
+		ctx, cancel := context.WithTimeout(p.ctx, providerTimeout)
+		cands, err := p.cfg.Provider.Candidates(ctx)
+		cancel()
+		if p.ctx.Err() != nil {
+			return joined
+		}
+		p.noteProvider(err)
+		if err != nil {
+			p.log.Warn("provider failed", zap.Error(err))
+			return joined
+		}
+		seen = append(seen, cands...)
+		n := p.admit(cands)
+		joined = append(joined, n...)
+		if len(n) == 0 && len(cands) != 1 {
+			break // a list with nothing new: asking again won't help
+		}
+	}
+	for len(joined) < need {
+		w := p.readmit(seen)
+		if w == nil {
+			break
+		}
+		joined = append(joined, w)
+	}
+	return joined
+}
+
+// readmit brings back the candidate that resigned longest ago, if any.
+func (p *Pool) readmit(cands []Candidate) *worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing || len(p.workers) >= p.cfg.Workers {
+		return nil
+	}
+	p.state.mu.Lock()
+	var best *url.URL
+	var bestCand Candidate
+	var bestUntil time.Time
+	for _, c := range cands {
+		u, err := ParseMirrorURL(c.URL)
+		if err != nil {
+			continue
+		}
+		key := u.String()
+		until, cooling := p.state.cooldown[key]
+		if !cooling || !p.state.resigned[key] || p.has(key) {
+			continue
+		}
+		if best == nil || until.Before(bestUntil) {
+			best, bestCand, bestUntil = u, c, until
+		}
+	}
+	if best == nil {
+		p.state.mu.Unlock()
+		return nil
+	}
+	key := best.String()
+	delete(p.state.cooldown, key)
+	delete(p.state.resigned, key)
+	p.state.mu.Unlock()
+	// It keeps what the pool learned of it: ranked at once, it serves when
+	// the better workers are busy; it may resign again once it has shown
+	// a trial's worth of new samples.
+	w := p.join(best, bestCand.LastSync, p.cfg.TrialSamples)
+	return w
+}
+
+// has reports whether the mirror key has a worker. p.mu must be held.
+func (p *Pool) has(key string) bool {
+	return slices.ContainsFunc(p.workers, func(w *worker) bool { return w.key == key })
+}
+
+func (p *Pool) noteProvider(err error) {
+	p.obs.ProviderFetched(err)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if err != nil {
+		p.provider.LastError, p.provider.ErrorTime = err.Error(), now
+		return
+	}
+	p.provider.LastFetch = now
+}
+
+// admit adds workers for the candidates that are valid, new and not cooling
+// down, while the pool has room, and returns the workers that joined.
+func (p *Pool) admit(cands []Candidate) []*worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var joined []*worker
+	now := time.Now()
+	for _, c := range cands {
+		if p.closing || len(p.workers) >= p.cfg.Workers {
+			break
+		}
+		u, err := ParseMirrorURL(c.URL)
+		if err != nil {
+			p.log.Warn("provider proposed an invalid mirror", zap.Error(err))
+			continue
+		}
+		key := u.String()
+		if p.has(key) {
+			continue
+		}
+		p.state.mu.Lock()
+		cooling := p.state.coolingDown(key, now)
+		p.state.mu.Unlock()
+		if cooling {
+			continue
+		}
+		joined = append(joined, p.join(u, c.LastSync, 0))
+	}
+	return joined
+}
+
+// join adds a worker for the mirror u, on probation for that many samples,
+// and hands it to whoever waits. p.mu must be held.
+func (p *Pool) join(u *url.URL, lastSync time.Time, probation int) *worker {
+	key := u.String()
+	p.state.mu.Lock()
+	w := &worker{mirror: u, key: key, stats: p.state.stats(key, p.cfg.Window), joined: time.Now(), lastSync: lastSync, probation: probation}
+	p.workers = append(p.workers, w)
+	p.publishMembers()
+	p.state.mu.Unlock()
+	p.log.Info("mirror joined the pool", zap.String("mirror", key))
+	p.obs.MirrorJoined(key)
+	p.handOver(w)
+	return w
+}
