@@ -50,25 +50,30 @@ type Handler struct {
 	// How many bytes of a response are read from the mirror before the
 	// response is committed to the client. Default: 1 MiB.
 	PeekSize int64 `json:"peek_size,omitempty"`
-	// How long a mirror may take from its response headers to the end of
-	// the peek before the request moves to another worker. The last retry
-	// is not held to it. Default: 1s.
+	// The least time a mirror is given from its response headers to the
+	// end of the peek; more when the best ranked mirror would need more
+	// (three times its time for those bytes). Past it, the request moves
+	// to another worker only if a much faster mirror is known. The last
+	// retry is not held to it. Default: 1s.
 	PeekTimeout caddy.Duration `json:"peek_timeout,omitempty"`
 	// How many other workers a request may try after the first, before
 	// its first byte reaches the client (and to continue a broken
 	// transfer). Default: 3.
 	Retries *int `json:"retries,omitempty"`
-	// How many requests may wait for a free worker; more get 503.
-	// Default: 1024.
+	// How many new requests may wait for a free worker; more get 503.
+	// Committed work (a transfer resumed, continued or split) always
+	// waits, ahead of them. Default: 1024.
 	MaxQueue int `json:"max_queue,omitempty"`
-	// How long a request may wait for a free worker before it gets 503.
-	// Default: 30s.
+	// How long a new request may wait for a free worker before it gets
+	// 503. A pool without any worker answers within 5s. Default: 30s.
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
 	// Timeout for connecting to a mirror, TLS included. Default: 3s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 	// Timeout for a mirror's response headers. Default: 10s.
 	HeaderTimeout caddy.Duration `json:"header_timeout,omitempty"`
-	// A transfer that receives no byte for this long fails. Default: 10s.
+	// A transfer that receives no byte for this long fails, and committed
+	// work (a transfer resumed, continued or split) waits at most this
+	// long for a worker. Default: 10s.
 	StallTimeout caddy.Duration `json:"stall_timeout,omitempty"`
 	// How long a mirror that resigned or was evicted stays out of the
 	// pool. Default: 10m.
@@ -256,7 +261,9 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 	return cfg
 }
 
-// Cleanup stops the pool; its learned state stays for the next config.
+// Cleanup closes the pool and returns at once (Caddy calls it under its
+// config lock): the pool lets the requests it holds finish in the
+// background, then stops. Its learned state stays for the next config.
 func (h *Handler) Cleanup() error {
 	if h.live != nil {
 		unregisterPool(h.live)
@@ -311,11 +318,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		if perr.RetryAfter > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(perr.RetryAfter.Seconds())))
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(perr.Status)
-		_, _ = fmt.Fprintf(w, "refractor: %v\n", perr)
-		return nil
+		// Through Caddy's error handling, so that handle_errors routes
+		// apply; {err.message} says what happened (every mirror tried
+		// and why).
+		return caddyhttp.Error(perr.Status, fmt.Errorf("refractor: %w", perr))
 	case errors.Is(err, pool.ErrAborted):
 		h.logger.Error("aborting a committed response", zap.String("path", rel), zap.Error(err))
 		panic(http.ErrAbortHandler)

@@ -42,6 +42,9 @@ http://localhost:%d {
 %s
 		}
 	}
+	handle_errors {
+		respond "handled: {err.message}" {err.status_code}
+	}
 }
 `, httpPort, refractorBlock), "caddyfile")
 	return tester
@@ -187,16 +190,18 @@ func TestMissingFileAndDeadMirrors(t *testing.T) {
 			retries 2
 			provider static %s %s`, a.Base(), b.Base()))
 
+	// Errors go through Caddy's error handling: the site's handle_errors
+	// route answers them, with the message that says why.
 	resp, body := get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/core.db.sig"))
-	if resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("a file no mirror has: status %d (%s), want 404", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusNotFound || !strings.HasPrefix(string(body), "handled: refractor: ") || !strings.Contains(string(body), "not found on 2 mirrors") {
+		t.Fatalf("a file no mirror has: status %d (%s), want 404 from handle_errors", resp.StatusCode, body)
 	}
 
 	a.SetFault(testmirror.Status500, "", 0)
 	b.SetFault(testmirror.Status500, "", 0)
 	resp, body = get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/small-1.0-1-any.pkg.tar.zst"))
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), a.Base()) || !strings.Contains(string(body), b.Base()) {
-		t.Fatalf("all mirrors failing: status %d, body %q; want 502 naming both mirrors", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.HasPrefix(string(body), "handled: ") || !strings.Contains(string(body), a.Base()) || !strings.Contains(string(body), b.Base()) {
+		t.Fatalf("all mirrors failing: status %d, body %q; want 502 from handle_errors naming both mirrors", resp.StatusCode, body)
 	}
 
 	a.SetFault(testmirror.NoFault, "", 0)
