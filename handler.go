@@ -53,8 +53,9 @@ type Handler struct {
 	// The least time a mirror is given from its response headers to the
 	// end of the peek; more when the best ranked mirror would need more
 	// (three times its time for those bytes). Past it, the request moves
-	// to another worker only if a much faster mirror is known. The last
-	// retry is not held to it. Default: 1s.
+	// to another worker; that counts against the mirror only if a much
+	// faster mirror is known. The last retry is not held to it.
+	// Default: 1s.
 	PeekTimeout caddy.Duration `json:"peek_timeout,omitempty"`
 	// How many other workers a request may try after the first, before
 	// its first byte reaches the client (and to continue a broken

@@ -35,6 +35,10 @@ var forwardedResponseHeaders = []string{
 // once, and read slowly, from holding hundreds of megabytes.
 const peekBudget = 16 << 20
 
+// flushAfter: a partly filled block goes to a waiting client once its
+// first byte has waited this long.
+const flushAfter = time.Millisecond
+
 // A transfer gives up its worker when its client holds it back (room): when
 // the client has had bytes waiting for parkAfter all along while a request
 // waits for a worker, or when a write to the client has made no progress
@@ -97,16 +101,20 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 			t.commit(w.key, resp)
 			return result{step: stepDone, o: outcome{success: true}}
 		}
-		blocks, eof, err := t.peek(w, body, resp.ContentLength, cancel, lastChance)
+		blocks, eof, blame, err := t.peek(w, body, resp.ContentLength, cancel, lastChance)
 		if err != nil {
 			releaseBlocks(blocks)
-			return t.failed(ctx, fmt.Errorf("peek: %w", err))
+			res := t.failed(ctx, fmt.Errorf("peek: %w", err))
+			if res.o.failed && errors.Is(res.err, errPeekTimeout) && !blame {
+				res.o = sample() // slow, but none is known to be faster
+			}
+			return res
 		}
 		t.commit(w.key, resp)
-		for _, b := range blocks {
+		for i, b := range blocks {
 			n := int64(b.n) // b is the sink's once offered
 			if _, err := t.out.offer(b, true); err != nil {
-				b.release()
+				releaseBlocks(blocks[i:])
 				return result{err: fmt.Errorf("%w: %w", errClientGone, err)}
 			}
 			t.next += n
@@ -140,6 +148,9 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 func (t *transfer) failed(ctx context.Context, err error) result {
 	if t.r.Context().Err() != nil {
 		return result{err: errClientGone}
+	}
+	if errors.Is(context.Cause(ctx), errClosed) { // the pool was force-closed
+		return result{err: errClosed}
 	}
 	return result{o: outcome{failed: true}, err: withCause(ctx, err)}
 }
@@ -196,45 +207,42 @@ func setUserAgent(req, client *http.Request) {
 // peek reads the start of the body, in blocks, before anything is
 // committed, so that a slow or broken mirror can still be replaced: up to
 // the peek size, or the whole body if it is smaller; eof tells the latter.
-// The deadline follows the pool's measurements (peekDeadline); when it
-// passes, the peek fails only if another mirror is known to be much faster
-// than this one is being, and otherwise goes on (and asks again after as
-// long). The last chance has no deadline.
-func (t *transfer) peek(w *worker, body *meter, size int64, cancel context.CancelCauseFunc, lastChance bool) (blocks []*block, eof bool, err error) {
+// The deadline follows the pool's measurements (peekDeadline). When it
+// passes, the peek fails with errPeekTimeout, and blame tells whether
+// another mirror is known to be much faster than this one was being: only
+// then does the timeout count against the mirror (otherwise what it did
+// deliver is a sample like any other). The last chance has no deadline.
+func (t *transfer) peek(w *worker, body *meter, size int64, cancel context.CancelCauseFunc, lastChance bool) (blocks []*block, eof, blame bool, err error) {
 	p := t.p
 	limit := p.cfg.PeekSize
 	if size >= 0 {
 		limit = min(limit, size)
 	}
 	var peeked atomic.Int64
+	var blamed atomic.Bool
 	if !lastChance {
 		deadline := ranked(p, func(sts []standing) time.Duration {
 			return peekDeadline(sts, p.cfg.TrialSamples, limit, p.cfg.PeekTimeout)
 		})
 		began := time.Now()
-		var mu sync.Mutex // guards timer and over
-		var timer *time.Timer
+		var mu sync.Mutex // guards over: the callback must not cancel a peek that ended
 		over := false
-		mu.Lock()
-		timer = time.AfterFunc(deadline, func() {
+		timer := time.AfterFunc(deadline, func() {
 			rate := float64(peeked.Load()) / time.Since(began).Seconds()
 			faster := ranked(p, func(sts []standing) bool { return fasterThan(sts, w.key, rate) })
 			mu.Lock()
 			defer mu.Unlock()
-			switch {
-			case over:
-			case faster:
+			if !over {
+				blamed.Store(faster)
 				cancel(errPeekTimeout)
-			default:
-				timer.Reset(deadline)
 			}
 		})
-		mu.Unlock()
 		defer func() {
 			mu.Lock()
 			over = true
-			timer.Stop()
 			mu.Unlock()
+			timer.Stop()
+			blame = blamed.Load()
 		}()
 	}
 	// What peeks hold, until it reaches the client, shares a memory
@@ -281,7 +289,7 @@ func (t *transfer) peek(w *worker, body *meter, size int64, cancel context.Cance
 	default:
 		cur.release()
 	}
-	return blocks, eof, err
+	return blocks, eof, false, err
 }
 
 // commit sends the response headers to the client.
@@ -393,28 +401,33 @@ func (t *transfer) stream(w *worker, body *meter) result {
 	// has just turned slow is judged by what it does now.
 	checkedBytes, checkedBusy, checkedAt := body.n, body.busy, time.Now()
 	var rate float64
+	var began time.Time // when cur received its first byte
 	for {
 		if cur == nil {
-			if parked, err := t.room(); err != nil {
-				return result{err: err}
-			} else if parked {
-				return result{step: stepParked}
+			if t.out.slow() { // nothing is read ahead of a slow client
+				if parked, err := t.room(); err != nil {
+					return result{err: err}
+				} else if parked {
+					return result{step: stepParked}
+				}
 			}
 			cur = newBlock(t.remaining())
 		}
 		n, err := body.Read(cur.free())
+		if cur.n == 0 && n > 0 {
+			began = time.Now()
+		}
 		cur.n += n
-		if cur.n > 0 && (cur.full() || err != nil || t.out.starving()) {
-			if parked, err := t.room(); err != nil {
+		// A block goes when full, or when the client waits for bytes that
+		// have waited long enough: small writes cost system calls.
+		if cur.n > 0 && (cur.full() || err != nil || (time.Since(began) >= flushAfter && t.out.starving())) {
+			b := cur
+			cur = nil
+			if parked, err := t.deliver(b); err != nil {
 				return result{err: err}
 			} else if parked {
 				return result{step: stepParked}
 			}
-			if err := t.queue(cur); err != nil {
-				cur = nil
-				return result{err: err}
-			}
-			cur = nil
 		}
 		if mv != nil && err == nil {
 			var helpers []*worker
@@ -475,6 +488,26 @@ func (t *transfer) queue(b *block) error {
 	return nil
 }
 
+// deliver hands b to the client's sink, waiting for room (see room); it
+// releases b if it parks.
+func (t *transfer) deliver(b *block) (parked bool, err error) {
+	n := int64(b.n) // b is the sink's once offered
+	ok, err := t.out.offer(b, false)
+	if err != nil {
+		b.release()
+		return false, fmt.Errorf("%w: %w", errClientGone, err)
+	}
+	if ok {
+		t.next += n
+		return false, nil
+	}
+	if parked, err = t.room(); err != nil || parked {
+		b.release()
+		return parked, err
+	}
+	return false, t.queue(b)
+}
+
 // room waits until the client's sink has room for another block. When the
 // client holds the transfer back (see parkAfter), a transfer that can be
 // resumed drops what is queued (to be fetched again) and reports that it
@@ -488,17 +521,25 @@ func (t *transfer) room() (parked bool, err error) {
 		if !full {
 			return false, nil
 		}
-		if t.parkable() && ((t.out.clientBound() >= parkAfter && t.p.waiting()) || (t.out.writeStalled() >= parkAfter && t.out.backlog() > 0)) {
+		if !t.parkable() {
+		} else if t.out.writeStalled() >= parkAfter && t.out.backlog() > 0 {
+			// A stalled client: what waits for it goes, to be fetched
+			// again when it reads on.
 			dropped := t.out.dropQueued()
 			t.next -= dropped
 			t.refetch += dropped
 			return true, nil
+		} else if t.out.clientBound() >= parkAfter && t.p.waiting() {
+			return true, nil // what is queued still goes to the client
 		}
 		timer := time.NewTimer(parkPoll)
-		t.out.waitRoom(t.r.Context().Done(), timer.C)
+		t.out.waitRoom(t.r.Context().Done(), t.p.stop, timer.C)
 		timer.Stop()
 		if t.r.Context().Err() != nil {
 			return false, errClientGone
+		}
+		if t.p.halt.Err() != nil {
+			return false, errClosed
 		}
 	}
 }
@@ -521,10 +562,14 @@ func (t *transfer) send(data []byte) error {
 				t.next += n
 				break
 			}
-			t.out.waitRoom(t.r.Context().Done(), nil)
+			t.out.waitRoom(t.r.Context().Done(), t.p.stop, nil)
 			if t.r.Context().Err() != nil {
 				b.release()
 				return errClientGone
+			}
+			if t.p.halt.Err() != nil {
+				b.release()
+				return errClosed
 			}
 		}
 	}

@@ -59,16 +59,21 @@ type Config struct {
 	// PeekSize is how much of a response body is read from the mirror
 	// before the response is committed to the client.
 	PeekSize int64
-	// PeekTimeout bounds the time from the response headers to the end of
-	// the peek; a slower mirror loses the request to another worker.
+	// PeekTimeout is the least time from the response headers to the end
+	// of the peek; the deadline is longer when the best ranked mirror
+	// would need longer (peekDeadline). A slower mirror loses the request
+	// to another worker, and a failure sample if a much faster mirror is
+	// known.
 	PeekTimeout time.Duration
 	// Retries is how many more workers a request may try after the first.
 	Retries int
-	// MaxQueue is how many requests may wait for a worker.
+	// MaxQueue is how many new requests may wait for a worker; committed
+	// work always may.
 	MaxQueue int
-	// QueueTimeout is how long a request may wait for a worker.
+	// QueueTimeout is how long a new request may wait for a worker.
 	QueueTimeout time.Duration
-	// StallTimeout: a transfer that delivers no byte for this long fails.
+	// StallTimeout: a transfer that delivers no byte for this long fails,
+	// and committed work waits at most this long for a worker.
 	StallTimeout time.Duration
 	// Cooldown is how long an evicted or resigned mirror stays out.
 	Cooldown time.Duration

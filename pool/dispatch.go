@@ -179,10 +179,13 @@ func (p *Pool) release(w *worker, o outcome) {
 	}
 	if reason := p.leaveReason(w); reason != "" && !p.closing {
 		p.remove(w, reason)
+		p.handOverIdle()
 	} else if w.idle() {
 		p.handOver(w)
 	}
-	p.resignIdle()
+	if p.resignIdle() {
+		p.handOverIdle()
+	}
 	p.checkIdle()
 }
 
@@ -190,10 +193,35 @@ func (p *Pool) release(w *worker, o outcome) {
 // that prefers it first), or else to a transfer it would speed up.
 // p.mu must be held.
 func (p *Pool) handOver(w *worker) {
+	if !p.toWaiter(w) && !p.closing {
+		p.offerFaster(w)
+	}
+}
+
+// handOverIdle gives idle workers to waiters that may use them now: after a
+// worker left, or a sync time changed, a waiter may accept a worker it
+// could not before. p.mu must be held.
+func (p *Pool) handOverIdle() {
+	for _, w := range p.workers {
+		if len(p.waiters) == 0 {
+			return
+		}
+		if w.idle() {
+			p.toWaiter(w)
+		}
+	}
+}
+
+// toWaiter gives an idle worker to the first waiter that may use it, one
+// that prefers it first, and reports whether it did. p.mu must be held.
+func (p *Pool) toWaiter(w *worker) bool {
+	if len(p.waiters) == 0 {
+		return false
+	}
 	sts := p.standings()
 	i := slices.IndexFunc(sts, func(s standing) bool { return s.w == w })
 	if i < 0 {
-		return
+		return false
 	}
 	allowed := func(wtr *waiter) bool {
 		var newest time.Time
@@ -206,16 +234,14 @@ func (p *Pool) handOver(w *worker) {
 	if j < 0 {
 		j = slices.IndexFunc(p.waiters, allowed)
 	}
-	if j >= 0 {
-		wtr := p.waiters[j]
-		p.dequeue(wtr)
-		p.claim(w)
-		wtr.ready <- w
-		return
+	if j < 0 {
+		return false
 	}
-	if !p.closing {
-		p.offerFaster(w)
-	}
+	wtr := p.waiters[j]
+	p.dequeue(wtr)
+	p.claim(w)
+	wtr.ready <- w
+	return true
 }
 
 // standings is a snapshot of every worker's standing, in order of joining.
@@ -323,19 +349,20 @@ func (p *Pool) resignRule() resignRule {
 }
 
 // resignIdle lets an idle worker that ranks among the slowest resign, so a
-// slow mirror cannot keep its place just by never being picked.
-// p.mu must be held.
-func (p *Pool) resignIdle() {
+// slow mirror cannot keep its place just by never being picked. It reports
+// whether one did. p.mu must be held.
+func (p *Pool) resignIdle() bool {
 	if p.closing {
-		return
+		return false
 	}
 	sts := p.standings()
 	for i, s := range sts {
 		if s.load == 0 && shouldResign(sts, i, p.resignRule()) {
 			p.remove(s.w, ReasonResigned)
-			return // the pool is no longer full: one at a time
+			return true // the pool is no longer full: one at a time
 		}
 	}
+	return false
 }
 
 // penalise counts a failure against each mirror, for having been wrong
@@ -356,6 +383,7 @@ func (p *Pool) penalise(mirrors []string) {
 		p.obs.Scored(key, score)
 		if reason := p.leaveReason(w); w.load == 0 && reason != "" && !p.closing {
 			p.remove(w, reason)
+			p.handOverIdle()
 		}
 	}
 }

@@ -33,6 +33,7 @@ func (p *Pool) probeSync(workers []*worker) {
 			}
 			p.mu.Lock()
 			w.lastSync = t
+			p.handOverIdle() // it may be the freshest now
 			p.mu.Unlock()
 		})
 	}

@@ -549,3 +549,52 @@ func TestResignedMirrorReadmittedWhenNothingFresh(t *testing.T) {
 		}
 	})
 }
+
+// The peek deadline is the configured floor until the pool has measured
+// its mirrors, then long enough for a mirror a third as fast as the best.
+func TestPeekDeadline(t *testing.T) {
+	ranked := func(scores ...float64) []standing {
+		var sts []standing
+		for _, s := range scores {
+			sts = append(sts, standing{score: s, samples: 3})
+		}
+		return sts
+	}
+	for _, tc := range []struct {
+		name string
+		sts  []standing
+		n    int64
+		want time.Duration
+	}{
+		{"nothing ranked", []standing{{score: 1 << 10, samples: 1}}, 1 << 20, time.Second},
+		{"fast mirrors", ranked(10<<20, 1<<20), 1 << 20, time.Second},
+		{"all slow", ranked(256<<10, 128<<10), 1 << 20, 12 * time.Second},
+		{"small file", ranked(256 << 10), 64 << 10, time.Second},
+	} {
+		if got := peekDeadline(tc.sts, 3, tc.n, time.Second); got != tc.want {
+			t.Errorf("%s: peekDeadline = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A peek past its deadline fails only if another mirror is known to be
+// much faster than this one is being.
+func TestFasterThan(t *testing.T) {
+	sts := []standing{
+		{key: "self", score: 50e6, samples: 5},
+		{key: "fast", score: 10e6, samples: 1},
+		{key: "new", score: 0, samples: 0},
+	}
+	for _, tc := range []struct {
+		rate float64
+		want bool
+	}{
+		{1e6, true},  // "fast" has shown ten times that
+		{7e6, false}, // within 1.5x of "fast"; its own score does not count
+		{100e3, true},
+	} {
+		if got := fasterThan(sts, "self", tc.rate); got != tc.want {
+			t.Errorf("fasterThan(rate %.0f) = %v, want %v", tc.rate, got, tc.want)
+		}
+	}
+}

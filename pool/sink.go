@@ -1,7 +1,7 @@
 package pool
 
 import (
-	"io"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +73,7 @@ func releaseBlocks(bs []*block) {
 // blocks, the sink writes them in order and releases each one as it reaches
 // the client.
 type sink struct {
-	w       io.Writer
+	w       http.ResponseWriter
 	written atomic.Int64 // bytes written to the client
 
 	mu      sync.Mutex // a leaf lock: nothing else is locked while it is held
@@ -92,7 +92,7 @@ type sink struct {
 	done chan struct{} // closed when the writer goroutine returns
 }
 
-func newSink(w io.Writer) *sink {
+func newSink(w http.ResponseWriter) *sink {
 	return &sink{
 		w:     w,
 		dryAt: time.Now(),
@@ -109,9 +109,9 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// offer queues b if the queue is empty (one block waits while another is
-// written: enough to keep the client's socket busy), or whatever the queue
-// holds if force is set, and reports whether it did. It fails once the
+// offer queues b if the queue has room (queueBlocks) and the client is
+// not slow, or whatever the queue holds if force is set, and reports
+// whether it did. It fails once the
 // client has gone.
 func (s *sink) offer(b *block, force bool) (bool, error) {
 	s.mu.Lock()
@@ -119,7 +119,7 @@ func (s *sink) offer(b *block, force bool) (bool, error) {
 	if s.err != nil {
 		return false, s.err
 	}
-	if !force && len(s.queue) > 0 {
+	if !force && (len(s.queue) >= queueBlocks || s.slowLocked()) {
 		return false, nil
 	}
 	if !s.running {
@@ -151,19 +151,32 @@ func (s *sink) starving() bool {
 	return len(s.queue) == 0 && !s.writing
 }
 
+// queueBlocks is how many blocks may wait for a client that keeps up, so
+// that the mirror's reader and the client's writer rarely wait for each
+// other.
+const queueBlocks = 4
+
 // readAheadStall: while a write to the client has been blocked this long,
 // the client is slow, and reading ahead of it would only hold memory.
 const readAheadStall = 10 * time.Millisecond
 
-// full reports whether the sink wants no block now: one waits in the queue
-// already (one waits while another is written, to keep a fast client's
-// socket busy), or the write under way shows a slow client. It returns the
+// full reports whether the sink wants no block now: the queue is full, or
+// the write under way shows a slow client. It returns the
 // client's error, if any.
 func (s *sink) full() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue) > 0 || (s.writing && time.Since(s.wrote) >= readAheadStall), s.err
+	return len(s.queue) >= queueBlocks || s.slowLocked(), s.err
 }
+
+// slow reports whether the write under way shows a slow client.
+func (s *sink) slow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.slowLocked()
+}
+
+func (s *sink) slowLocked() bool { return s.writing && time.Since(s.wrote) >= readAheadStall }
 
 // writeStalled is how long the write under way has been blocked, or 0.
 func (s *sink) writeStalled() time.Duration {
@@ -193,12 +206,13 @@ func (s *sink) dropQueued() int64 {
 	return n
 }
 
-// waitRoom returns when the queue shrinks, the writer stops, or done is
-// closed.
-func (s *sink) waitRoom(done <-chan struct{}, timeout <-chan time.Time) {
+// waitRoom returns when the queue shrinks, the writer stops, done or stop
+// is closed, or timeout fires (nil: never).
+func (s *sink) waitRoom(done, stop <-chan struct{}, timeout <-chan time.Time) {
 	select {
 	case <-s.room:
 	case <-done:
+	case <-stop:
 	case <-timeout:
 	}
 }
@@ -228,6 +242,11 @@ func (s *sink) close(abort bool) error {
 		return nil
 	}
 	signal(s.wake)
+	if s.abort && s.writing {
+		// A write to a client that does not read may never return: end
+		// it, the connection is being aborted anyway.
+		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Now())
+	}
 	s.mu.Unlock()
 	<-s.done
 	return s.err
@@ -237,8 +256,8 @@ func (s *sink) close(abort bool) error {
 func (s *sink) run() {
 	defer close(s.done)
 	defer signal(s.room)
+	s.mu.Lock()
 	for {
-		s.mu.Lock()
 		for len(s.queue) == 0 || s.abort || s.err != nil {
 			if s.closing || s.err != nil || s.abort {
 				releaseBlocks(s.queue)
@@ -269,6 +288,5 @@ func (s *sink) run() {
 		if err != nil {
 			s.err = err
 		}
-		s.mu.Unlock()
 	}
 }

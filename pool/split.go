@@ -83,6 +83,8 @@ func (t *transfer) split(helpers []*worker, exclude map[string]bool) error {
 	s.cond.L = &s.mu
 	stop := context.AfterFunc(ctx, s.broadcast)
 	defer stop()
+	stopHalt := context.AfterFunc(t.p.halt, func() { cancel(errClosed) })
+	defer stopHalt()
 	// Fetchers waiting for room look now and then whether a request
 	// waits for their worker.
 	tick := time.NewTicker(parkPoll)
@@ -296,7 +298,10 @@ func (s *splitter) fetch(w *worker) {
 		o.elapsed += d
 		if err != nil {
 			s.mu.Lock()
-			s.retry = append(s.retry, c)
+			offset := c.first + int64(c.n)
+			if c.n < c.size() { // what is missing goes to another fetcher
+				s.retry = append(s.retry, c)
+			}
 			gone := s.ctx.Err() != nil
 			if !gone {
 				s.failed[w.key] = true
@@ -310,7 +315,7 @@ func (s *splitter) fetch(w *worker) {
 			}
 			p.obs.AttemptFailed(w.key, failureReason(err))
 			p.log.Warn("mirror failed", zap.String("mirror", w.key), zap.String("path", s.t.rel),
-				zap.Bool("committed", true), zap.Int64("offset", c.first+int64(c.n)), zap.Error(err))
+				zap.Bool("committed", true), zap.Int64("offset", offset), zap.Error(err))
 			p.release(w, outcome{failed: true})
 			return
 		}
@@ -351,7 +356,9 @@ func (s *splitter) take(w *worker) *chunk {
 			return c
 		}
 		left := s.t.last - s.next + 1
-		if left <= 0 || score*helperShare < s.best {
+		// A fetcher much slower than the best leaves the others to it,
+		// unless it is the only one left.
+		if left <= 0 || (score*helperShare < s.best && len(s.fetchers) > 1) {
 			s.leave(w)
 			return nil
 		}
@@ -421,7 +428,7 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return body.n, 0, withCause(ctx, fmt.Errorf("body: %w", err))
+			return body.n, transferTime(body.n, wait, body.busy, p.cfg.MinSampleBytes), withCause(ctx, fmt.Errorf("body: %w", err))
 		}
 	}
 	return body.n, transferTime(body.n, wait, body.busy, p.cfg.MinSampleBytes), nil

@@ -132,16 +132,25 @@ func (t *transfer) run() error {
 				ce.Write(zap.String("mirror", w.key), zap.String("path", t.rel), zap.Int64("offset", t.next))
 			}
 			if err := t.waitClient(); errors.Is(err, errClosed) {
-				t.failures = append(t.failures, "the pool was shut down")
-				return t.abort()
+				return t.giveUp(err)
 			} else if err != nil {
 				return t.clientGone()
+			}
+			if t.fetchedAll() { // it parked with nothing left to fetch
+				return t.finish()
 			}
 			continue
 		}
 		err = res.err
-		if errors.Is(err, errClientGone) || t.r.Context().Err() != nil {
+		switch {
+		case errors.Is(err, errClientGone) || t.r.Context().Err() != nil:
 			return t.clientGone()
+		case errors.Is(err, errClosed): // the pool was force-closed: not the mirror's fault
+			return t.giveUp(err)
+		case t.fetchedAll():
+			// The mirror failed after its last byte (an HTTP/2 reset, a
+			// trickle check): the client has the whole file.
+			return t.finish()
 		}
 		t.nfailed++
 		t.failures = append(t.failures, w.key+": "+err.Error())
@@ -168,6 +177,10 @@ func (t *transfer) run() error {
 		}
 	}
 }
+
+// fetchedAll reports whether every byte of a committed response of known
+// length has been fetched.
+func (t *transfer) fetchedAll() bool { return t.committed && t.last >= 0 && t.next > t.last }
 
 // want is what the next worker of the transfer must be.
 func (t *transfer) want() want {
