@@ -52,8 +52,9 @@ func (wt want) allows(s standing, newest time.Time) bool {
 
 // pick chooses among idle workers the one to serve a request: its preferred
 // mirror if free; a worker still on trial (it needs samples to be judged),
-// unless the request has already failed somewhere (it has lost time
-// enough); else the best ranked.
+// unless the request has already failed somewhere or its response is
+// committed (it has lost time enough, or its client is waiting); else the
+// best ranked.
 func pick(sts []standing, wt want, trial int) *worker {
 	var newest time.Time
 	if wt.fresh {
@@ -69,7 +70,7 @@ func pick(sts []standing, wt want, trial int) *worker {
 			return s.w
 		}
 		score := s.score
-		if !s.ranked(trial) && len(wt.exclude) == 0 {
+		if !s.ranked(trial) && len(wt.exclude) == 0 && !wt.committed {
 			score = inf
 		}
 		if best == nil || score > bestScore {

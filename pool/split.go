@@ -62,7 +62,10 @@ type splitter struct {
 type chunk struct {
 	first, last int64
 	buf         *[]byte // from chunkBuffers
-	n           int     // bytes received; written by its fetcher under splitter.mu
+	// Written by its fetcher under splitter.mu:
+	n        int                     // bytes received
+	progress time.Time               // when its fetcher last received a byte, or asked for it
+	cancel   context.CancelCauseFunc // ends its fetcher's request; nil when none is under way
 }
 
 func (c *chunk) size() int { return int(c.last - c.first + 1) }
@@ -85,17 +88,15 @@ func (t *transfer) split(helpers []*worker, exclude map[string]bool) error {
 	defer stop()
 	stopHalt := context.AfterFunc(t.p.halt, func() { cancel(errClosed) })
 	defer stopHalt()
-	// Fetchers waiting for room look now and then whether a request
-	// waits for their worker.
+	// Now and then the writer looks whether the head chunk stalls, and
+	// fetchers waiting for room whether a request waits for their worker.
 	tick := time.NewTicker(parkPoll)
 	defer tick.Stop()
 	s.wg.Go(func() {
 		for {
 			select {
 			case <-tick.C:
-				if t.p.waiting() {
-					s.broadcast()
-				}
+				s.broadcast()
 			case <-ctx.Done():
 				return
 			}
@@ -195,6 +196,9 @@ func (s *splitter) write() error {
 				s.mu.Lock()
 				continue
 			}
+			if len(s.chunks) > 0 {
+				s.watch(s.chunks[0])
+			}
 			s.cond.Wait()
 		}
 		head := s.chunks[0]
@@ -212,6 +216,21 @@ func (s *splitter) write() error {
 			chunkBuffers.Put(head.buf)
 			s.recruit()
 		}
+	}
+}
+
+// headStall: the chunk the client waits for fails when no byte of it has
+// arrived for this long (its mirror hangs), so that another fetcher takes
+// it up: the client would give up long before the stall timeout (pacman
+// after 10 s without a byte).
+const headStall = 3 * time.Second
+
+// watch fails the fetch of the head chunk if it has stalled. s.mu must be
+// held.
+func (s *splitter) watch(head *chunk) {
+	if head.cancel != nil && time.Since(head.progress) >= headStall {
+		head.cancel(errStalled)
+		head.cancel = nil
 	}
 }
 
@@ -391,7 +410,15 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 	t, p := s.t, s.t.p
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
+	s.mu.Lock()
 	first := c.first + int64(c.n)
+	c.progress, c.cancel = time.Now(), cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		c.cancel = nil
+		s.mu.Unlock()
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fileURL(w.mirror, t.rel), nil)
 	if err != nil {
 		return 0, 0, fmt.Errorf("building request: %w", err)
@@ -420,7 +447,7 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 		if m > 0 {
 			n += m
 			s.mu.Lock()
-			c.n = n
+			c.n, c.progress = n, time.Now()
 			s.cond.Broadcast()
 			s.mu.Unlock()
 		}

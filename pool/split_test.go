@@ -26,7 +26,7 @@ type splitSetup struct {
 	front        *httptest.Server
 }
 
-func newSplitSetup(t *testing.T, size int, fbFiles map[string][]byte) *splitSetup {
+func newSplitSetup(t *testing.T, size int, fbFiles map[string][]byte, tweaks ...func(*Config)) *splitSetup {
 	t.Helper()
 	files := map[string][]byte{splitFile: testmirror.Content(splitFile, size)}
 	s := &splitSetup{content: files[splitFile]}
@@ -36,7 +36,7 @@ func newSplitSetup(t *testing.T, size int, fbFiles map[string][]byte) *splitSetu
 	}
 	s.fb = testmirror.New(t, fbFiles)
 	s.slow.SetRate(1 << 20)
-	p, err := New(Config{
+	cfg := Config{
 		Workers:      3,
 		TrialSamples: 1,
 		Resign:       -1,
@@ -46,7 +46,11 @@ func newSplitSetup(t *testing.T, size int, fbFiles map[string][]byte) *splitSetu
 		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) {
 			return []Candidate{{URL: s.slow.Base()}, {URL: s.fa.Base()}, {URL: s.fb.Base()}}, nil
 		}),
-	})
+	}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +155,29 @@ func TestSplitHelperFailsMidChunk(t *testing.T) {
 	}
 	if f := statsOf(t, s.p, s.fb.Base()).failures; f == 0 {
 		t.Error("the helper's failure was not counted")
+	}
+}
+
+// A helper that hangs in the middle of the chunk the client waits for
+// loses it after headStall, long before the stall timeout: the client
+// would give up first (pacman after 10 s without a byte).
+func TestSplitHeadChunkThatHangsMovesOn(t *testing.T) {
+	s := newSplitSetup(t, 24<<20, nil, func(c *Config) { c.StallTimeout = 5 * time.Minute })
+	s.fb.SetFault(testmirror.HangMidBody, splitFile, 100<<10)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // far below the stall timeout
+	defer cancel()
+	resp, got := s.get(t, ctx)
+	if _, err := io.Copy(got, resp.Body); err != nil {
+		t.Fatalf("after %d of %d bytes: %v", got.Len(), len(s.content), err)
+	}
+	if !bytes.Equal(got.Bytes(), s.content) {
+		t.Fatalf("got %d bytes, not the file's %d", got.Len(), len(s.content))
+	}
+	if s.fb.Requests() == 0 {
+		t.Fatal("the hanging helper was never asked: the test proves nothing")
+	}
+	if f := statsOf(t, s.p, s.fb.Base()).failures; f == 0 {
+		t.Error("the helper's stall was not counted")
 	}
 }
 
