@@ -104,20 +104,16 @@ type Handler struct {
 	// The provider of candidate mirrors. Required.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
 
-	pool     *pool.Pool
-	live     *namedPool
-	obs      *observer
-	stateKey string
-	logger   *zap.Logger
+	pool   *pool.Pool
+	live   *namedPool
+	obs    *observer
+	logger *zap.Logger
 }
 
-// states keeps each pool's learned state across config reloads, keyed by
-// the provider's configuration.
-var states = caddy.NewUsagePool()
-
-type stateHolder struct{ *pool.State }
-
-func (stateHolder) Destruct() error { return nil }
+// learned is what every pool of this process learns about mirrors, per
+// mirror: pools that meet the same mirror share what is known of it, and
+// a config reload, whatever it edits, keeps it.
+var learned = pool.NewState()
 
 // Provision sets up the handler and starts its pool.
 func (h *Handler) Provision(ctx caddy.Context) error {
@@ -128,9 +124,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.ProviderRaw == nil {
 		return errors.New("provider: a provider of mirrors is required")
 	}
-	// Pools with the same provider share what they learned; LoadModule
-	// consumes the raw JSON, so take the key first.
-	h.stateKey = string(h.ProviderRaw)
 	if h.Name == "" {
 		h.Name = defaultName(h.ProviderRaw)
 	}
@@ -147,13 +140,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("provider: module %T is not a refractor provider", mod)
 	}
-	val, _, err := states.LoadOrNew(h.stateKey, func() (caddy.Destructor, error) {
-		return stateHolder{pool.NewState()}, nil
-	})
-	if err != nil {
-		return fmt.Errorf("loading learned state: %w", err)
-	}
-	h.pool, err = pool.New(h.poolConfig(provider, val.(stateHolder).State))
+	h.pool, err = pool.New(h.poolConfig(provider, learned))
 	if err != nil {
 		return fmt.Errorf("starting pool: %w", err)
 	}
@@ -237,6 +224,7 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 		ChangingPaths:  h.ChangingPaths,
 		SyncFile:       h.SyncFile,
 		SyncInterval:   time.Duration(h.SyncInterval),
+		Name:           h.Name,
 		Provider:       provider,
 		State:          state,
 		Logger:         h.logger,
@@ -264,7 +252,8 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 
 // Cleanup closes the pool and returns at once (Caddy calls it under its
 // config lock): the pool lets the requests it holds finish in the
-// background, then stops. Its learned state stays for the next config.
+// background, then stops. What it learned of its mirrors stays, for the
+// next config and every other pool.
 func (h *Handler) Cleanup() error {
 	if h.live != nil {
 		unregisterPool(h.live)
@@ -274,9 +263,6 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.obs != nil {
 		h.obs.close()
-	}
-	if h.stateKey != "" {
-		_, _ = states.Delete(h.stateKey)
 	}
 	return nil
 }

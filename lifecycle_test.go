@@ -43,6 +43,34 @@ func TestReloadKeepsRanking(t *testing.T) {
 	}
 }
 
+// TestReloadWithAnEditedProviderKeepsWhatWasLearned: what a pool learns is
+// kept per mirror, so a reload that edits the provider (here, one more
+// mirror in the list, which renames the pool) keeps what was learned of
+// the mirrors that stay.
+func TestReloadWithAnEditedProviderKeepsWhatWasLearned(t *testing.T) {
+	files := testFiles()
+	a, b, c := testmirror.New(t, files), testmirror.New(t, files), testmirror.New(t, files)
+	tester := startCaddy(t, fmt.Sprintf("workers 2\nprovider static %s %s", a.Base(), b.Base()))
+	for range 10 {
+		resp, _ := get(t, tester, newRequest(t, http.MethodGet, "core/os/x86_64/medium-1.0-1-any.pkg.tar.zst"))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	waitIdle(t)
+	learned := samplesByMirror()
+	if learned[a.Base()]+learned[b.Base()] == 0 {
+		t.Fatal("no samples after 10 downloads")
+	}
+
+	startCaddy(t, fmt.Sprintf("workers 3\nprovider static %s %s %s", a.Base(), b.Base(), c.Base()))
+	waitFor(t, "the new pool to have the three mirrors", func() bool { return len(samplesByMirror()) == 3 })
+	got := samplesByMirror()
+	if got[a.Base()] != learned[a.Base()] || got[b.Base()] != learned[b.Base()] || got[c.Base()] != 0 {
+		t.Errorf("samples after the reload %v, want those learned before it %v (and none for the new mirror)", got, learned)
+	}
+}
+
 // samplesByMirror returns the samples of every worker of every live pool.
 func samplesByMirror() map[string]int {
 	out := map[string]int{}

@@ -102,13 +102,17 @@ type Config struct {
 	// SyncInterval is how often the sync files are read again.
 	SyncInterval time.Duration
 
+	// Name identifies the pool in its State: a new pool of the same name
+	// (after a config reload) takes back the mirrors the previous one had.
+	Name string
 	// Provider hands out candidate mirrors. Required.
 	Provider Provider
 	// Transport makes the upstream requests; nil means NewTransport's
 	// defaults.
 	Transport http.RoundTripper
-	// State is the learned state to start from and to keep learning into;
-	// nil means a new State.
+	// State is the learned state to start from and to keep learning into,
+	// per mirror, shared with the other pools that use it; nil means a new
+	// State.
 	State *State
 	// Logger receives the pool's logs; nil means no logging.
 	Logger *zap.Logger

@@ -248,17 +248,19 @@ func (p *Pool) remove(w *worker, reason string) {
 	p.signal()
 }
 
-// publishMembers saves the pool's mirrors in the State, for the next pool.
+// publishMembers saves the pool's mirrors in the State, for the next pool
+// of its name.
 // A closing pool leaves that to its successor. p.mu and p.state.mu must
 // be held.
 func (p *Pool) publishMembers() {
 	if p.closing {
 		return
 	}
-	p.state.members = p.state.members[:0]
+	keys := p.state.members[p.cfg.Name][:0]
 	for _, w := range p.workers {
-		p.state.members = append(p.state.members, w.key)
+		keys = append(keys, w.key)
 	}
+	p.state.members[p.cfg.Name] = keys
 }
 
 func (p *Pool) signal() {

@@ -23,13 +23,14 @@ const (
 )
 
 // recruitLoop keeps the pool at full strength. It first takes back the
-// mirrors the previous pool had (after a config reload), then asks the
-// provider, backing off while the provider fails or has nothing new.
+// mirrors the previous pool of its name had (after a config reload), then
+// asks the provider, backing off while the provider fails or has nothing
+// new.
 func (p *Pool) recruitLoop() {
 	defer p.wg.Done()
 	p.state.mu.Lock()
-	previous := make([]Candidate, 0, len(p.state.members))
-	for _, m := range p.state.members {
+	previous := make([]Candidate, 0, len(p.state.members[p.cfg.Name]))
+	for _, m := range p.state.members[p.cfg.Name] {
 		previous = append(previous, Candidate{URL: m})
 	}
 	p.state.mu.Unlock()

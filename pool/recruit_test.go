@@ -270,3 +270,21 @@ func TestRecruitSkipsDuplicateSpellings(t *testing.T) {
 		}
 	})
 }
+
+// Pools that share a State share what they learn of each mirror, and each
+// takes back only the members of its own name.
+func TestStateIsPerMirrorAndMembersPerPool(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := mirrorURL("a"), mirrorURL("b")
+		state := NewState()
+		p := startBubblePool(t, Config{Name: "one", Workers: 1, State: state}, a)
+		setSamples(t, p, a, 1234)
+		q := startBubblePool(t, Config{Name: "two", Workers: 2, State: state}, b, a)
+		if got := members(q); !slices.Equal(got, []string{b, a}) {
+			t.Fatalf("members %v, want the provider's order (not the other pool's members)", got)
+		}
+		if s := statsOf(t, q, a); s.count != 1 || s.score != 1234 {
+			t.Fatalf("what the other pool learned of %s is not shared: %+v", a, s)
+		}
+	})
+}

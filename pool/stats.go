@@ -5,16 +5,18 @@ import (
 	"time"
 )
 
-// State is what a pool learns about mirrors: throughput windows, failure
-// streaks, cool-downs and which mirrors were last in the pool. It is safe
-// for concurrent use and may be shared by successive pools (across a config
-// reload) so that the learned ranking survives.
+// State is what pools learn about mirrors, per mirror (its base URL):
+// throughput windows, failure streaks and cool-downs; and which mirrors
+// each pool, by name, last had. It is safe for concurrent use and may be
+// shared by any number of pools, at once and in succession (across a
+// config reload), so that what one pool learned of a mirror serves every
+// pool that meets it.
 type State struct {
 	mu       sync.Mutex
 	mirrors  map[string]*mirrorStats
 	cooldown map[string]time.Time
-	resigned map[string]bool // cooling down for being slow, not for failing
-	members  []string
+	resigned map[string]bool     // cooling down for being slow, not for failing
+	members  map[string][]string // by pool name
 }
 
 // NewState returns an empty State.
@@ -23,6 +25,7 @@ func NewState() *State {
 		mirrors:  make(map[string]*mirrorStats),
 		cooldown: make(map[string]time.Time),
 		resigned: make(map[string]bool),
+		members:  make(map[string][]string),
 	}
 }
 
