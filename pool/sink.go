@@ -109,7 +109,7 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// offer queues b if the queue has room (queueBlocks) and the client is
+// offer queues b if the queue has room (queueRoom) and the client is
 // not slow, or whatever the queue holds if force is set, and reports
 // whether it did. It fails once the
 // client has gone.
@@ -119,7 +119,7 @@ func (s *sink) offer(b *block, force bool) (bool, error) {
 	if s.err != nil {
 		return false, s.err
 	}
-	if !force && (len(s.queue) >= queueBlocks || s.slowLocked()) {
+	if !force && (len(s.queue) >= s.queueRoom() || s.slowLocked()) {
 		return false, nil
 	}
 	if !s.running {
@@ -153,8 +153,21 @@ func (s *sink) starving() bool {
 
 // queueBlocks is how many blocks may wait for a client that keeps up, so
 // that the mirror's reader and the client's writer rarely wait for each
-// other.
-const queueBlocks = 4
+// other. Until the client has taken provenFast bytes (more than socket
+// buffers hold for a client that does not read), one block may wait: many
+// slow clients arriving at once then hold little.
+const (
+	queueBlocks = 4
+	provenFast  = 512 << 10
+)
+
+// queueRoom is how many blocks may wait now. s.mu must be held.
+func (s *sink) queueRoom() int {
+	if s.written.Load() < provenFast {
+		return 1
+	}
+	return queueBlocks
+}
 
 // readAheadStall: while a write to the client has been blocked this long,
 // the client is slow, and reading ahead of it would only hold memory.
@@ -166,7 +179,7 @@ const readAheadStall = 10 * time.Millisecond
 func (s *sink) full() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue) >= queueBlocks || s.slowLocked(), s.err
+	return len(s.queue) >= s.queueRoom() || s.slowLocked(), s.err
 }
 
 // slow reports whether the write under way shows a slow client.
