@@ -112,12 +112,10 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 		}
 		t.commit(w.key, resp)
 		for i, b := range blocks {
-			n := int64(b.n) // b is the sink's once offered
-			if _, err := t.out.offer(b, true); err != nil {
-				releaseBlocks(blocks[i:])
-				return result{err: fmt.Errorf("%w: %w", errClientGone, err)}
+			if err := t.queue(b); err != nil {
+				releaseBlocks(blocks[i+1:])
+				return result{err: err}
 			}
-			t.next += n
 		}
 		if eof {
 			if resp.StatusCode >= 300 {
@@ -405,7 +403,7 @@ func (t *transfer) stream(w *worker, body *meter) result {
 	for {
 		if cur == nil {
 			if t.out.slow() { // nothing is read ahead of a slow client
-				if parked, err := t.room(); err != nil {
+				if parked, err := t.room(true); err != nil {
 					return result{err: err}
 				} else if parked {
 					return result{step: stepParked}
@@ -423,17 +421,17 @@ func (t *transfer) stream(w *worker, body *meter) result {
 		if cur.n > 0 && (cur.full() || err != nil || (time.Since(began) >= flushAfter && t.out.starving())) {
 			b := cur
 			cur = nil
-			if parked, err := t.deliver(b); err != nil {
+			if parked, err := t.deliver(b, true); err != nil {
 				return result{err: err}
 			} else if parked {
 				return result{step: stepParked}
 			}
 		}
 		if mv != nil && err == nil {
-			var helpers []*worker
+			var helpers []standing
 			select {
 			case to := <-mv.offer:
-				helpers = []*worker{to}
+				helpers = []standing{to}
 			default:
 			}
 			if span := body.busy - checkedBusy; helpers == nil && span >= upgradeCheckEvery {
@@ -490,7 +488,7 @@ func (t *transfer) queue(b *block) error {
 
 // deliver hands b to the client's sink, waiting for room (see room); it
 // releases b if it parks.
-func (t *transfer) deliver(b *block) (parked bool, err error) {
+func (t *transfer) deliver(b *block, mayPark bool) (parked bool, err error) {
 	n := int64(b.n) // b is the sink's once offered
 	ok, err := t.out.offer(b, false)
 	if err != nil {
@@ -501,18 +499,19 @@ func (t *transfer) deliver(b *block) (parked bool, err error) {
 		t.next += n
 		return false, nil
 	}
-	if parked, err = t.room(); err != nil || parked {
+	if parked, err = t.room(mayPark); err != nil || parked {
 		b.release()
 		return parked, err
 	}
 	return false, t.queue(b)
 }
 
-// room waits until the client's sink has room for another block. When the
-// client holds the transfer back (see parkAfter), a transfer that can be
-// resumed drops what is queued (to be fetched again) and reports that it
-// parked; the caller then drops what it holds too.
-func (t *transfer) room() (parked bool, err error) {
+// room waits until the client's sink has room for another block. If
+// mayPark is set and the client holds the transfer back (see parkAfter), a
+// transfer that can be resumed instead drops what is queued when the
+// write stalled (to be fetched again) and reports that it parked; the
+// caller then drops what it holds too.
+func (t *transfer) room(mayPark bool) (parked bool, err error) {
 	for {
 		full, err := t.out.full()
 		if err != nil {
@@ -521,7 +520,7 @@ func (t *transfer) room() (parked bool, err error) {
 		if !full {
 			return false, nil
 		}
-		if !t.parkable() {
+		if !mayPark || !t.parkable() {
 		} else if t.out.writeStalled() >= parkAfter && t.out.backlog() > 0 {
 			// A stalled client: what waits for it goes, to be fetched
 			// again when it reads on.
@@ -551,26 +550,8 @@ func (t *transfer) send(data []byte) error {
 		b := newBlock(-1)
 		b.n = copy(b.buf, data)
 		data = data[b.n:]
-		n := int64(b.n) // b is the sink's once offered
-		for {
-			ok, err := t.out.offer(b, false)
-			if err != nil {
-				b.release()
-				return fmt.Errorf("%w: %w", errClientGone, err)
-			}
-			if ok {
-				t.next += n
-				break
-			}
-			t.out.waitRoom(t.r.Context().Done(), t.p.stop, nil)
-			if t.r.Context().Err() != nil {
-				b.release()
-				return errClientGone
-			}
-			if t.p.halt.Err() != nil {
-				b.release()
-				return errClosed
-			}
+		if _, err := t.deliver(b, false); err != nil {
+			return err
 		}
 	}
 	return nil

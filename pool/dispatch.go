@@ -202,12 +202,18 @@ func (p *Pool) handOver(w *worker) {
 // worker left, or a sync time changed, a waiter may accept a worker it
 // could not before. p.mu must be held.
 func (p *Pool) handOverIdle() {
-	for _, w := range p.workers {
+	if len(p.waiters) == 0 {
+		return
+	}
+	// One snapshot serves every hand-off: a hand-off changes only the load
+	// of the worker handed over, which is not looked at again.
+	sts := p.standings()
+	for i, s := range sts {
 		if len(p.waiters) == 0 {
 			return
 		}
-		if w.idle() {
-			p.toWaiter(w)
+		if s.idle() {
+			p.giveToWaiter(sts, i)
 		}
 	}
 }
@@ -219,10 +225,16 @@ func (p *Pool) toWaiter(w *worker) bool {
 		return false
 	}
 	sts := p.standings()
-	i := slices.IndexFunc(sts, func(s standing) bool { return s.w == w })
+	i := find(sts, w)
 	if i < 0 {
 		return false
 	}
+	return p.giveToWaiter(sts, i)
+}
+
+// giveToWaiter is toWaiter for the worker of sts[i]. p.mu must be held.
+func (p *Pool) giveToWaiter(sts []standing, i int) bool {
+	w := sts[i].w
 	allowed := func(wtr *waiter) bool {
 		var newest time.Time
 		if wtr.want.fresh {
@@ -328,7 +340,7 @@ func (p *Pool) record(mirror string, stats *mirrorStats, o outcome) bool {
 // p.mu must be held.
 func (p *Pool) leaveReason(w *worker) string {
 	sts := p.standings()
-	i := slices.IndexFunc(sts, func(s standing) bool { return s.w == w })
+	i := find(sts, w)
 	if i < 0 {
 		return ""
 	}

@@ -29,13 +29,13 @@ type movable struct {
 	exclude   map[string]bool // mirrors that may not help; not changed while it streams
 	rate      float64         // bytes per second lately; 0 until measured, or if the client is the bottleneck
 	remaining int64           // bytes left to send
-	offer     chan *worker    // buffered: a worker the pool reserved for it
+	offer     chan standing   // buffered: a worker the pool reserved for it
 	split     *splitter       // set for a split transfer, which takes offers itself
 }
 
 // addMovable registers a transfer that may be moved.
 func (p *Pool) addMovable(exclude map[string]bool) *movable {
-	mv := &movable{exclude: exclude, offer: make(chan *worker, 1)}
+	mv := &movable{exclude: exclude, offer: make(chan standing, 1)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.movables == nil {
@@ -52,45 +52,50 @@ func (p *Pool) removeMovable(mv *movable) {
 	delete(p.movables, mv)
 	p.mu.Unlock()
 	select {
-	case w := <-mv.offer:
-		p.release(w, outcome{})
+	case h := <-mv.offer:
+		p.release(h.w, outcome{})
 	default:
 	}
 }
 
 // releaseAll gives back workers reserved for a transfer that could not use
 // them.
-func (p *Pool) releaseAll(ws []*worker) {
-	for _, w := range ws {
-		p.release(w, outcome{})
+func (p *Pool) releaseAll(helpers []standing) {
+	for _, h := range helpers {
+		p.release(h.w, outcome{})
 	}
+}
+
+// spareHelpers is idleHelpers, unless requests wait for workers (they come
+// first) or the pool is closing. p.mu must be held.
+func (p *Pool) spareHelpers(exclude map[string]bool, n int, minScore float64) []standing {
+	if len(p.waiters) > 0 || p.closing {
+		return nil
+	}
+	return idleHelpers(p.standings(), exclude, n, minScore, p.cfg.TrialSamples)
 }
 
 // measured records mv's latest rate (0 if the client, not the mirror, is
 // the bottleneck) and what it has left, and reserves idle workers that
 // would finish it much sooner, if no request is waiting for them. It
 // returns the reserved workers, or nil.
-func (p *Pool) measured(mv *movable, rate float64, remaining int64) []*worker {
+func (p *Pool) measured(mv *movable, rate float64, remaining int64) []standing {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	mv.rate, mv.remaining = rate, remaining
-	if _, ok := p.movables[mv]; !ok || rate <= 0 || len(p.waiters) > 0 || p.closing {
-		return nil // already offered a worker, the client is slow, or others need workers
+	if _, ok := p.movables[mv]; !ok || rate <= 0 {
+		return nil // already offered a worker, or the client is slow
 	}
-	sts := p.standings()
-	helpers := idleHelpers(sts, mv.exclude, p.cfg.Split, rate/helperShare, p.cfg.TrialSamples)
-	if len(helpers) == 0 {
-		return nil
-	}
+	helpers := p.spareHelpers(mv.exclude, p.cfg.Split, rate/helperShare)
 	scores := make([]float64, len(helpers))
-	for i, w := range helpers {
-		scores[i] = scoreOf(sts, w)
+	for i, h := range helpers {
+		scores[i] = h.score
 	}
 	// The best helpers that are worth it.
 	for n := len(helpers); n > 0; n-- {
 		if _, ok := p.splitSaving(rate, remaining, scores[:n]); ok {
-			for _, w := range helpers[:n] {
-				p.claim(w)
+			for _, h := range helpers[:n] {
+				p.claim(h.w)
 			}
 			delete(p.movables, mv)
 			return helpers[:n]
@@ -99,30 +104,19 @@ func (p *Pool) measured(mv *movable, rate float64, remaining int64) []*worker {
 	return nil
 }
 
-// scores are the scores of ws.
-func (p *Pool) scores(ws []*worker) []float64 {
-	return ranked(p, func(sts []standing) []float64 {
-		out := make([]float64, len(ws))
-		for i, w := range ws {
-			out[i] = scoreOf(sts, w)
-		}
-		return out
-	})
-}
-
 // trickleRate is the rate below which a transfer now is a trickle.
 func (p *Pool) trickleRate() float64 {
 	return ranked(p, func(sts []standing) float64 { return trickleRate(sts, p.cfg.TrialSamples) })
 }
 
-// scoreOf is w's score in sts.
-func scoreOf(sts []standing, w *worker) float64 {
-	for _, s := range sts {
-		if s.w == w {
-			return s.score
+// scoreOf is w's score now.
+func (p *Pool) scoreOf(w *worker) float64 {
+	return ranked(p, func(sts []standing) float64 {
+		if i := find(sts, w); i >= 0 {
+			return sts[i].score
 		}
-	}
-	return 0
+		return 0
+	})
 }
 
 // offerFaster gives w, just freed and wanted by no waiting request, to the
@@ -133,15 +127,11 @@ func (p *Pool) offerFaster(w *worker) bool {
 		return false
 	}
 	sts := p.standings()
-	var me standing
-	for _, s := range sts {
-		if s.w == w {
-			me = s
-		}
-	}
-	if me.w == nil || !me.ranked(p.cfg.TrialSamples) {
+	i := find(sts, w)
+	if i < 0 || !sts[i].ranked(p.cfg.TrialSamples) {
 		return false
 	}
+	me := sts[i]
 	var best *movable
 	var bestSaving float64
 	for mv := range p.movables {
@@ -171,7 +161,7 @@ func (p *Pool) offerFaster(w *worker) bool {
 	}
 	p.claim(w)
 	delete(p.movables, best)
-	best.offer <- w
+	best.offer <- me
 	return true
 }
 

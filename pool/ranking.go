@@ -120,7 +120,7 @@ func shouldResign(sts []standing, i int, r resignRule) bool {
 
 // idleHelpers lists, best first, up to n idle ranked workers not in
 // exclude and at least minScore fast.
-func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float64, trial int) []*worker {
+func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float64, trial int) []standing {
 	if n <= 0 {
 		return nil
 	}
@@ -131,11 +131,12 @@ func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float6
 		}
 	}
 	slices.SortStableFunc(out, func(a, b standing) int { return compareDesc(a.score, b.score) })
-	ws := make([]*worker, 0, min(n, len(out)))
-	for _, s := range out[:min(n, len(out))] {
-		ws = append(ws, s.w)
-	}
-	return ws
+	return out[:min(n, len(out))]
+}
+
+// find is the index of w's standing in sts, or -1.
+func find(sts []standing, w *worker) int {
+	return slices.IndexFunc(sts, func(s standing) bool { return s.w == w })
 }
 
 func compareDesc(a, b float64) int {

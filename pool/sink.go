@@ -109,17 +109,16 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// offer queues b if the queue has room (queueRoom) and the client is
-// not slow, or whatever the queue holds if force is set, and reports
-// whether it did. It fails once the
-// client has gone.
+// offer queues b unless the sink is full (fullLocked), or whatever the
+// queue holds if force is set, and reports whether it did. It fails once
+// the client has gone.
 func (s *sink) offer(b *block, force bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return false, s.err
 	}
-	if !force && (len(s.queue) >= s.queueRoom() || s.slowLocked()) {
+	if !force && s.fullLocked() {
 		return false, nil
 	}
 	if !s.running {
@@ -138,7 +137,7 @@ func (s *sink) offer(b *block, force bool) (bool, error) {
 func (s *sink) clientBound() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) == 0 && !s.writing {
+	if s.idleLocked() {
 		return 0
 	}
 	return time.Since(s.dryAt)
@@ -148,8 +147,12 @@ func (s *sink) clientBound() time.Duration {
 func (s *sink) starving() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue) == 0 && !s.writing
+	return s.idleLocked()
 }
+
+// idleLocked reports whether everything queued has been written. s.mu
+// must be held.
+func (s *sink) idleLocked() bool { return len(s.queue) == 0 && !s.writing }
 
 // queueBlocks is how many blocks may wait for a client that keeps up, so
 // that the mirror's reader and the client's writer rarely wait for each
@@ -179,8 +182,10 @@ const readAheadStall = 10 * time.Millisecond
 func (s *sink) full() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue) >= s.queueRoom() || s.slowLocked(), s.err
+	return s.fullLocked(), s.err
 }
+
+func (s *sink) fullLocked() bool { return len(s.queue) >= s.queueRoom() || s.slowLocked() }
 
 // slow reports whether the write under way shows a slow client.
 func (s *sink) slow() bool {
@@ -189,12 +194,16 @@ func (s *sink) slow() bool {
 	return s.slowLocked()
 }
 
-func (s *sink) slowLocked() bool { return s.writing && time.Since(s.wrote) >= readAheadStall }
+func (s *sink) slowLocked() bool { return s.stalledLocked() >= readAheadStall }
 
 // writeStalled is how long the write under way has been blocked, or 0.
 func (s *sink) writeStalled() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.stalledLocked()
+}
+
+func (s *sink) stalledLocked() time.Duration {
 	if !s.writing {
 		return 0
 	}
@@ -213,6 +222,12 @@ func (s *sink) backlog() int64 {
 func (s *sink) dropQueued() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.dropLocked()
+}
+
+// dropLocked releases the queued blocks and returns how many bytes they
+// held. s.mu must be held.
+func (s *sink) dropLocked() int64 {
 	n := s.queued
 	releaseBlocks(s.queue)
 	s.queue, s.queued = nil, 0
@@ -238,7 +253,7 @@ func (s *sink) drained() (bool, error) {
 	if s.err != nil {
 		return false, s.err
 	}
-	return len(s.queue) == 0 && !s.writing, nil
+	return s.idleLocked(), nil
 }
 
 // close stops the writer once it has written the queue (abort: at once,
@@ -249,8 +264,7 @@ func (s *sink) close(abort bool) error {
 	s.closing = true
 	s.abort = s.abort || abort
 	if !s.running {
-		releaseBlocks(s.queue)
-		s.queue, s.queued = nil, 0
+		s.dropLocked()
 		s.mu.Unlock()
 		return nil
 	}
@@ -273,8 +287,7 @@ func (s *sink) run() {
 	for {
 		for len(s.queue) == 0 || s.abort || s.err != nil {
 			if s.closing || s.err != nil || s.abort {
-				releaseBlocks(s.queue)
-				s.queue, s.queued = nil, 0
+				s.dropLocked()
 				s.mu.Unlock()
 				return
 			}

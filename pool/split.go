@@ -73,7 +73,7 @@ func (c *chunk) size() int { return int(c.last - c.first + 1) }
 // split serves the rest of the committed response with helpers (reserved
 // for it) and the fast workers that become free meanwhile. exclude lists the
 // mirrors that may not fetch for it.
-func (t *transfer) split(helpers []*worker, exclude map[string]bool) error {
+func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	ctx, cancel := context.WithCancelCause(t.r.Context())
 	defer cancel(nil)
 	s := &splitter{
@@ -102,10 +102,9 @@ func (t *transfer) split(helpers []*worker, exclude map[string]bool) error {
 			}
 		}
 	})
-	scores := t.p.scores(helpers)
 	s.mu.Lock()
-	for i, w := range helpers {
-		s.start(w, scores[i])
+	for _, h := range helpers {
+		s.start(h.w, h.score)
 	}
 	s.mu.Unlock()
 	// Workers that free up while it runs are offered to it.
@@ -252,21 +251,14 @@ func (s *splitter) recruit() {
 		return
 	}
 	p.mu.Lock()
-	if len(p.waiters) > 0 || p.closing {
-		p.mu.Unlock()
-		return
-	}
-	sts := p.standings()
-	helpers := idleHelpers(sts, exclude, room, minScore, p.cfg.TrialSamples)
-	scores := make([]float64, len(helpers))
-	for i, w := range helpers {
-		p.claim(w)
-		scores[i] = scoreOf(sts, w)
+	helpers := p.spareHelpers(exclude, room, minScore)
+	for _, h := range helpers {
+		p.claim(h.w)
 	}
 	p.mu.Unlock()
 	s.mu.Lock()
-	for i, w := range helpers {
-		s.start(w, scores[i])
+	for _, h := range helpers {
+		s.start(h.w, h.score)
 	}
 	s.mu.Unlock()
 }
@@ -294,7 +286,7 @@ func (s *splitter) replace() error {
 		return err
 	}
 	s.t.attempts++
-	score := p.scores([]*worker{w})[0]
+	score := p.scoreOf(w)
 	s.mu.Lock()
 	s.start(w, score)
 	s.mu.Unlock()

@@ -97,10 +97,10 @@ const (
 // result is what an attempt reports.
 type result struct {
 	step    step
-	o       outcome   // what it taught about the mirror
-	err     error     // stepFailed: why
-	helpers []*worker // stepSplit: reserved for the transfer
-	rate    float64   // stepSplit: the transfer's rate, if measured
+	o       outcome    // what it taught about the mirror
+	err     error      // stepFailed: why
+	helpers []standing // stepSplit: reserved for the transfer
+	rate    float64    // stepSplit: the transfer's rate, if measured
 }
 
 func (t *transfer) run() error {
@@ -256,7 +256,7 @@ func (t *transfer) clientGone() error {
 
 // splitOver hands the rest of the transfer, which mirror was streaming, to
 // helpers and whatever fast workers join them.
-func (t *transfer) splitOver(mirror string, helpers []*worker, rate float64) error {
+func (t *transfer) splitOver(mirror string, helpers []standing, rate float64) error {
 	p := t.p
 	if ce := p.log.Check(zap.DebugLevel, "splitting the transfer over faster mirrors"); ce != nil {
 		keys := make([]string, len(helpers))
