@@ -104,10 +104,11 @@ type Handler struct {
 	// The provider of candidate mirrors. Required.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
 
-	pool   *pool.Pool
-	live   *namedPool
-	obs    *observer
-	logger *zap.Logger
+	pool       *pool.Pool
+	live       *namedPool
+	obs        *observer
+	membersKey string
+	logger     *zap.Logger
 }
 
 // learned is what every pool of this process learns about mirrors, per
@@ -127,6 +128,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Name == "" {
 		h.Name = defaultName(h.ProviderRaw)
 	}
+	// After a reload, the pool takes back its mirrors only if its
+	// provider is unchanged (a mirror taken out of a list must not come
+	// back). LoadModule consumes the raw JSON, so take the key first.
+	h.membersKey = h.Name + "\n" + string(h.ProviderRaw)
 	h.logger = h.logger.With(zap.String("pool", h.Name))
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -224,7 +229,7 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 		ChangingPaths:  h.ChangingPaths,
 		SyncFile:       h.SyncFile,
 		SyncInterval:   time.Duration(h.SyncInterval),
-		Name:           h.Name,
+		MembersKey:     h.membersKey,
 		Provider:       provider,
 		State:          state,
 		Logger:         h.logger,

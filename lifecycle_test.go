@@ -71,6 +71,31 @@ func TestReloadWithAnEditedProviderKeepsWhatWasLearned(t *testing.T) {
 	}
 }
 
+// TestReloadDoesNotBringBackARemovedMirror: a mirror taken out of the
+// provider's list does not come back with the reload, even when the pool
+// keeps its name.
+func TestReloadDoesNotBringBackARemovedMirror(t *testing.T) {
+	files := testFiles()
+	a, b := testmirror.New(t, files), testmirror.New(t, files)
+	startCaddy(t, fmt.Sprintf("name edited\nworkers 2\nprovider static %s %s", a.Base(), b.Base()))
+	waitFor(t, "both mirrors to join", func() bool { return len(adminPoolsByName(t)["edited"].Workers) == 2 })
+
+	startCaddy(t, fmt.Sprintf("name edited\nworkers 2\nprovider static %s", b.Base()))
+	waitFor(t, "the new pool to have b", func() bool {
+		for _, w := range adminPoolsByName(t)["edited"].Workers {
+			if w.Mirror == b.Base() {
+				return true
+			}
+		}
+		return false
+	})
+	for _, w := range adminPoolsByName(t)["edited"].Workers {
+		if w.Mirror == a.Base() {
+			t.Fatalf("%s, removed from the list, is back in the pool", a.Base())
+		}
+	}
+}
+
 // samplesByMirror returns the samples of every worker of every live pool.
 func samplesByMirror() map[string]int {
 	out := map[string]int{}

@@ -102,9 +102,12 @@ type Config struct {
 	// SyncInterval is how often the sync files are read again.
 	SyncInterval time.Duration
 
-	// Name identifies the pool in its State: a new pool of the same name
-	// (after a config reload) takes back the mirrors the previous one had.
-	Name string
+	// MembersKey identifies the pool's mirrors in its State: a new pool
+	// with the same key (after a config reload that kept the pool as it
+	// was) takes back the mirrors the previous one had. A pool whose
+	// provider changed must have another key: it starts from what its
+	// provider proposes (what is known of each mirror is kept either way).
+	MembersKey string
 	// Provider hands out candidate mirrors. Required.
 	Provider Provider
 	// Transport makes the upstream requests; nil means NewTransport's

@@ -249,18 +249,18 @@ func (p *Pool) remove(w *worker, reason string) {
 }
 
 // publishMembers saves the pool's mirrors in the State, for the next pool
-// of its name.
+// with its MembersKey.
 // A closing pool leaves that to its successor. p.mu and p.state.mu must
 // be held.
 func (p *Pool) publishMembers() {
 	if p.closing {
 		return
 	}
-	keys := p.state.members[p.cfg.Name][:0]
+	keys := p.state.members[p.cfg.MembersKey][:0]
 	for _, w := range p.workers {
 		keys = append(keys, w.key)
 	}
-	p.state.members[p.cfg.Name] = keys
+	p.state.members[p.cfg.MembersKey] = keys
 }
 
 func (p *Pool) signal() {

@@ -23,14 +23,15 @@ const (
 )
 
 // recruitLoop keeps the pool at full strength. It first takes back the
-// mirrors the previous pool of its name had (after a config reload), then
+// mirrors the previous pool with its MembersKey had (after a config
+// reload), then
 // asks the provider, backing off while the provider fails or has nothing
 // new.
 func (p *Pool) recruitLoop() {
 	defer p.wg.Done()
 	p.state.mu.Lock()
-	previous := make([]Candidate, 0, len(p.state.members[p.cfg.Name]))
-	for _, m := range p.state.members[p.cfg.Name] {
+	previous := make([]Candidate, 0, len(p.state.members[p.cfg.MembersKey]))
+	for _, m := range p.state.members[p.cfg.MembersKey] {
 		previous = append(previous, Candidate{URL: m})
 	}
 	p.state.mu.Unlock()

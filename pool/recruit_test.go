@@ -272,14 +272,14 @@ func TestRecruitSkipsDuplicateSpellings(t *testing.T) {
 }
 
 // Pools that share a State share what they learn of each mirror, and each
-// takes back only the members of its own name.
+// takes back only the members of its own key.
 func TestStateIsPerMirrorAndMembersPerPool(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b := mirrorURL("a"), mirrorURL("b")
 		state := NewState()
-		p := startBubblePool(t, Config{Name: "one", Workers: 1, State: state}, a)
+		p := startBubblePool(t, Config{MembersKey: "one", Workers: 1, State: state}, a)
 		setSamples(t, p, a, 1234)
-		q := startBubblePool(t, Config{Name: "two", Workers: 2, State: state}, b, a)
+		q := startBubblePool(t, Config{MembersKey: "two", Workers: 2, State: state}, b, a)
 		if got := members(q); !slices.Equal(got, []string{b, a}) {
 			t.Fatalf("members %v, want the provider's order (not the other pool's members)", got)
 		}
