@@ -15,15 +15,6 @@ import (
 	"github.com/caddy-refractor/refractor/internal/testmirror"
 )
 
-// enqueueWant is enqueue with a whole want.
-func enqueueWant(p *Pool, ctx context.Context, id int, wt want, out chan<- acquired) {
-	go func() {
-		w, err := p.acquire(ctx, wt)
-		out <- acquired{id, w, err, time.Now()}
-	}()
-	synctest.Wait()
-}
-
 // Committed work (a response the client already has part of) gets a free
 // worker before new requests that came earlier.
 func TestCommittedWorkGoesFirst(t *testing.T) {

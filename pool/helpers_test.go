@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -53,18 +54,25 @@ func startBubblePool(t *testing.T, cfg Config, urls ...string) *Pool {
 	return p
 }
 
-// waitPoolSize polls (outside a bubble) until the pool has n workers.
-func waitPoolSize(t testing.TB, p *Pool, n int) {
+// pollFor polls cond (outside a bubble) every 2 ms until it holds, and
+// fails the test if it does not within the bound.
+func pollFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(within)
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
-	for len(p.Status().Workers) != n {
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("the pool has %d workers, want %d", len(p.Status().Workers), n)
+			t.Fatalf("timed out waiting for %s", what)
 		}
 		<-tick.C
 	}
+}
+
+// waitPoolSize polls (outside a bubble) until the pool has n workers.
+func waitPoolSize(t testing.TB, p *Pool, n int) {
+	t.Helper()
+	pollFor(t, 10*time.Second, fmt.Sprintf("the pool to have %d workers", n), func() bool { return len(p.Status().Workers) == n })
 }
 
 // members returns the mirrors in the pool, in order of joining.

@@ -24,8 +24,13 @@ func enqueue(p *Pool, ctx context.Context, id int, exclude map[string]bool, out 
 	if exclude == nil {
 		exclude = map[string]bool{}
 	}
+	enqueueWant(p, ctx, id, want{exclude: exclude}, out)
+}
+
+// enqueueWant is enqueue with a whole want.
+func enqueueWant(p *Pool, ctx context.Context, id int, wt want, out chan<- acquired) {
 	go func() {
-		w, err := p.acquire(ctx, want{exclude: exclude})
+		w, err := p.acquire(ctx, wt)
 		out <- acquired{id, w, err, time.Now()}
 	}()
 	synctest.Wait()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,25 +96,31 @@ func (s *splitSetup) get(t *testing.T, ctx context.Context) (*http.Response, *by
 	return resp, &got
 }
 
+// wantFileDespiteHelperB reads the rest of resp into got and checks that
+// the client got the file intact although helper B misbehaved, that B was
+// asked (else the test proves nothing), and that B was counted a failure.
+func (s *splitSetup) wantFileDespiteHelperB(t *testing.T, resp *http.Response, got *bytes.Buffer, helper string) {
+	t.Helper()
+	if _, err := io.Copy(got, resp.Body); err != nil {
+		t.Fatalf("after %d of %d bytes: %v", got.Len(), len(s.content), err)
+	}
+	if !bytes.Equal(got.Bytes(), s.content) {
+		t.Fatalf("got %d bytes, not the file's %d", got.Len(), len(s.content))
+	}
+	if s.fb.Requests() == 0 {
+		t.Fatalf("%s was never asked: the test proves nothing", helper)
+	}
+	if f := statsOf(t, s.p, s.fb.Base()).failures; f == 0 {
+		t.Errorf("%s was not counted a failure", helper)
+	}
+}
+
 // waitIdle polls until no worker of p is busy.
 func waitIdle(t *testing.T, p *Pool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		busy := 0
-		for _, w := range p.Status().Workers {
-			if w.Busy {
-				busy++
-			}
-		}
-		if busy == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d workers still busy", busy)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	pollFor(t, 10*time.Second, "every worker to be free", func() bool {
+		return !slices.ContainsFunc(p.Status().Workers, func(w WorkerStatus) bool { return w.Busy })
+	})
 }
 
 // A big file that starts on a slow mirror is finished by the fast ones,
@@ -144,18 +151,7 @@ func TestSplitHelperFailsMidChunk(t *testing.T) {
 	s := newSplitSetup(t, 24<<20, nil)
 	s.fb.SetFault(testmirror.ResetMidBody, splitFile, 100<<10)
 	resp, got := s.get(t, t.Context())
-	if _, err := io.Copy(got, resp.Body); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Bytes(), s.content) {
-		t.Fatalf("got %d bytes, not the file's %d", got.Len(), len(s.content))
-	}
-	if s.fb.Requests() == 0 {
-		t.Fatal("the faulty helper was never asked: the test proves nothing")
-	}
-	if f := statsOf(t, s.p, s.fb.Base()).failures; f == 0 {
-		t.Error("the helper's failure was not counted")
-	}
+	s.wantFileDespiteHelperB(t, resp, got, "the faulty helper")
 }
 
 // A helper that hangs in the middle of the chunk the client waits for
@@ -167,18 +163,7 @@ func TestSplitHeadChunkThatHangsMovesOn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // far below the stall timeout
 	defer cancel()
 	resp, got := s.get(t, ctx)
-	if _, err := io.Copy(got, resp.Body); err != nil {
-		t.Fatalf("after %d of %d bytes: %v", got.Len(), len(s.content), err)
-	}
-	if !bytes.Equal(got.Bytes(), s.content) {
-		t.Fatalf("got %d bytes, not the file's %d", got.Len(), len(s.content))
-	}
-	if s.fb.Requests() == 0 {
-		t.Fatal("the hanging helper was never asked: the test proves nothing")
-	}
-	if f := statsOf(t, s.p, s.fb.Base()).failures; f == 0 {
-		t.Error("the helper's stall was not counted")
-	}
+	s.wantFileDespiteHelperB(t, resp, got, "the hanging helper")
 }
 
 // A helper whose copy of the file differs (another size) is not used for
@@ -187,18 +172,7 @@ func TestSplitRejectsADifferentFile(t *testing.T) {
 	other := map[string][]byte{splitFile: testmirror.Content(splitFile, 25<<20)}
 	s := newSplitSetup(t, 24<<20, other)
 	resp, got := s.get(t, t.Context())
-	if _, err := io.Copy(got, resp.Body); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Bytes(), s.content) {
-		t.Fatalf("got %d bytes, not the file's %d", got.Len(), len(s.content))
-	}
-	if s.fb.Requests() == 0 {
-		t.Fatal("the helper with the other file was never asked: the test proves nothing")
-	}
-	if f := statsOf(t, s.p, s.fb.Base()).failures; f == 0 {
-		t.Error("the mismatch was not counted against the helper")
-	}
+	s.wantFileDespiteHelperB(t, resp, got, "the helper with the other file")
 }
 
 // A client that goes away during a split frees every worker.

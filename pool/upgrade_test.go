@@ -3,6 +3,7 @@ package pool
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -83,11 +84,5 @@ func TestTransferMovesToAFasterMirror(t *testing.T) {
 // waitForWorkers polls until the pool has n workers.
 func waitForWorkers(t *testing.T, p *Pool, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(p.Status().Workers) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("the pool never had %d workers", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	pollFor(t, 5*time.Second, fmt.Sprintf("the pool to have %d workers", n), func() bool { return len(p.Status().Workers) >= n })
 }
