@@ -72,6 +72,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    changing_paths  <patterns...>
 //	    sync_file       <path>|off
 //	    sync_interval   <duration>
+//	    verify          on|off
 //	    provider        <name> [<args...>] [{ ... }]
 //	}
 //
@@ -125,6 +126,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SyncFile, err = oneArg(d)
 		case "sync_interval":
 			h.SyncInterval, err = duration(d)
+		case "verify":
+			var v string
+			if v, err = oneArg(d); err == nil {
+				switch v {
+				case "on":
+					h.SkipVerify = false
+				case "off":
+					h.SkipVerify = true
+				default:
+					return d.Errf("verify: want on or off, got %q", v)
+				}
+			}
 		case "changing_paths":
 			h.ChangingPaths = d.RemainingArgs()
 			if len(h.ChangingPaths) == 0 {

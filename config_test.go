@@ -58,6 +58,8 @@ func TestConfigErrorsNameTheDirective(t *testing.T) {
 		{"evict_after 0", "evict_after"},
 		{"split 0", "split"},
 		{"changing_paths", "changing_paths"},
+		{"verify maybe", "verify"},
+		{"verify", "verify"},
 		{"changing_paths [", "changing_paths"},
 		{"no_such_option 1", "no_such_option"},
 		{"provider", "provider"},

@@ -19,6 +19,9 @@ const (
 	EventMirrorJoined   = "refractor.mirror_joined"
 	EventMirrorResigned = "refractor.mirror_resigned"
 	EventMirrorEvicted  = "refractor.mirror_evicted"
+	// EventMirrorLied: a mirror served a file whose bytes do not match
+	// the repository's index (reason "lied", score 0); it is evicted.
+	EventMirrorLied = "refractor.mirror_lied"
 )
 
 // eventQueueSize bounds the events waiting to be emitted; more are dropped
@@ -156,7 +159,7 @@ func leaveEvent(reason string) string {
 	switch reason {
 	case pool.ReasonResigned:
 		return EventMirrorResigned
-	case pool.ReasonEvicted:
+	case pool.ReasonEvicted, pool.ReasonLied:
 		return EventMirrorEvicted
 	}
 	return ""

@@ -101,6 +101,11 @@ type Handler struct {
 	SyncFile string `json:"sync_file,omitempty"`
 	// How often the sync files are read again. Default: 5m.
 	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
+	// Turns off checking each file against the size and SHA-256 the
+	// repository's indexes give (pacman databases, apt Release and
+	// Packages files): with it, a mirror's wrong bytes reach the client.
+	// Default: false (files are checked).
+	SkipVerify bool `json:"skip_verify,omitempty"`
 	// The provider of candidate mirrors. Required.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
 
@@ -229,14 +234,15 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 		ChangingPaths:  h.ChangingPaths,
 		SyncFile:       h.SyncFile,
 		SyncInterval:   time.Duration(h.SyncInterval),
+		SkipVerify:     h.SkipVerify,
 		MembersKey:     h.membersKey,
 		Provider:       provider,
 		State:          state,
 		Logger:         h.logger,
-		Transport: pool.NewTransport(pool.TransportConfig{
+		Upstream: pool.TransportConfig{
 			DialTimeout:   time.Duration(h.DialTimeout),
 			HeaderTimeout: time.Duration(h.HeaderTimeout),
-		}),
+		},
 	}
 	// In the pool a zero means the default; an explicit zero here means
 	// none, which the pool spells as a negative number.

@@ -37,6 +37,7 @@ var metrics = struct {
 	providerErrors  *prometheus.CounterVec
 	eventsDropped   *prometheus.CounterVec
 	refetched       *prometheus.CounterVec
+	verifyFailures  *prometheus.CounterVec
 }{
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
@@ -89,6 +90,11 @@ var metrics = struct {
 		Name: "events_dropped_total",
 		Help: "Caddy events not emitted because the event queue was full.",
 	}, []string{"pool"}),
+	verifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "verify_failures_total",
+		Help: "Files whose bytes did not match the hash the repository's index gives (the client's response was aborted, or the file fetched elsewhere).",
+	}, []string{"pool"}),
 	refetched: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 		Name: "refetched_bytes_total",
@@ -101,7 +107,7 @@ func collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		metrics.requests, metrics.bytes, metrics.queueWait, metrics.attempts, metrics.retries,
 		metrics.failures, metrics.rotations, metrics.providerFetches, metrics.providerErrors,
-		metrics.eventsDropped, metrics.refetched, poolCollector{},
+		metrics.eventsDropped, metrics.refetched, metrics.verifyFailures, poolCollector{},
 	}
 }
 
@@ -136,6 +142,7 @@ type poolMetrics struct {
 	providerErrors  prometheus.Counter
 	eventsDropped   prometheus.Counter
 	refetched       prometheus.Counter
+	verifyFailures  prometheus.Counter
 }
 
 // newPoolMetrics returns the series of the pool named name, creating those
@@ -155,6 +162,7 @@ func newPoolMetrics(name string) *poolMetrics {
 		providerErrors:  metrics.providerErrors.With(l),
 		eventsDropped:   metrics.eventsDropped.With(l),
 		refetched:       metrics.refetched.With(l),
+		verifyFailures:  metrics.verifyFailures.With(l),
 	}
 }
 
@@ -176,6 +184,7 @@ func (m *poolMetrics) forget() {
 	metrics.providerErrors.DeletePartialMatch(l)
 	metrics.eventsDropped.DeletePartialMatch(l)
 	metrics.refetched.DeletePartialMatch(l)
+	metrics.verifyFailures.DeletePartialMatch(l)
 }
 
 // requestDone counts a finished request.

@@ -95,6 +95,16 @@ func (o *observer) Scored(mirror string, bytesPerSecond float64) {
 	}
 }
 
+// VerifyFailed counts a file that failed its check and, when one mirror
+// served all of it, emits refractor.mirror_lied naming it. The pool logs
+// it.
+func (o *observer) VerifyFailed(mirrors []string, _ string) {
+	o.metrics.verifyFailures.Inc()
+	if len(mirrors) == 1 {
+		o.events.push(mirrorEvent{name: EventMirrorLied, mirror: mirrors[0], reason: pool.ReasonLied})
+	}
+}
+
 // Queued observes how long a request waited for a worker.
 func (o *observer) Queued(d time.Duration) { o.metrics.queued(d) }
 

@@ -71,16 +71,19 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 	defer resp.Body.Close()
 	wait := time.Since(began)
 
-	if isMirrorFailure(resp.StatusCode) {
-		err := &statusError{resp.Status}
-		if isNotFound(resp.StatusCode) {
-			// Not a failure yet: only stale if another mirror has it.
-			t.notFound = append(t.notFound, w.key)
-			return result{err: &notFoundError{err}}
-		}
-		return result{o: outcome{failed: true}, err: err}
+	if isNotFound(resp.StatusCode) && !t.committed {
+		// Not a failure yet: only stale if another mirror has it.
+		t.notFound = append(t.notFound, w.key)
+		return result{err: &notFoundError{&statusError{resp.Status}}}
 	}
-	if t.committed {
+	if !t.committed {
+		if err := t.checkAnswer(resp); err != nil {
+			return result{o: outcome{failed: true}, err: err}
+		}
+		if err := t.checkLength(resp); err != nil {
+			return result{o: outcome{failed: true}, err: err}
+		}
+	} else {
 		if err := t.checkContinuation(resp); err != nil {
 			return result{o: outcome{failed: true}, err: err}
 		}
@@ -90,6 +93,7 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 		}
 	}
 
+	t.contributed(w.key)
 	body := &meter{r: resp.Body, stall: p.cfg.StallTimeout, cancel: cancel,
 		minRate: p.trickleRate()}
 	defer body.stop()
@@ -101,7 +105,13 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 			t.commit(w.key, resp)
 			return result{step: stepDone, o: outcome{success: true}}
 		}
-		blocks, eof, blame, err := t.peek(w, body, resp.ContentLength, cancel, lastChance)
+		witnessed := t.askWitness(w, resp, lastChance)
+		blocks, eof, blame, err := t.peek(w, body, resp.ContentLength, t.holds(w, resp), cancel, lastChance)
+		if err == nil {
+			err = witnessed()
+		} else {
+			witnessed()
+		}
 		if err != nil {
 			releaseBlocks(blocks)
 			res := t.failed(ctx, fmt.Errorf("peek: %w", err))
@@ -110,7 +120,12 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 			}
 			return res
 		}
+		if err := t.checkPeeked(resp, blocks, eof); err != nil {
+			releaseBlocks(blocks)
+			return result{o: outcome{failed: true}, err: err}
+		}
 		t.commit(w.key, resp)
+		t.startHash()
 		for i, b := range blocks {
 			if err := t.queue(b); err != nil {
 				releaseBlocks(blocks[i+1:])
@@ -166,22 +181,10 @@ func isNotFound(status int) bool {
 	return status == http.StatusNotFound || status == http.StatusGone
 }
 
-// isMirrorFailure reports whether a status means this mirror cannot serve
-// the request while another might.
-func isMirrorFailure(status int) bool {
-	switch status {
-	case http.StatusForbidden, http.StatusNotFound, http.StatusRequestTimeout,
-		http.StatusGone, http.StatusTooManyRequests:
-		return true
-	}
-	return status >= 500
-}
-
 func (t *transfer) setRequestHeaders(req *http.Request) {
 	if t.committed {
 		// Continue the committed response from where it stopped.
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", t.next, t.last))
-		setUserAgent(req, t.r)
+		t.setRange(req, t.next, t.last)
 		return
 	}
 	for _, h := range forwardedRequestHeaders {
@@ -192,6 +195,19 @@ func (t *transfer) setRequestHeaders(req *http.Request) {
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = nil // not Go's default
 	}
+}
+
+// setRange makes req ask for bytes first to last of the committed file.
+// Unless the file's hash is known (and will be checked), it asks for them
+// only if the mirror's copy has the same Last-Modified as the copy the
+// response began with (If-Range): mirrors' ETags differ legitimately, but
+// two builds of a file with the same name and size must not be stitched.
+func (t *transfer) setRange(req *http.Request, first, last int64) {
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", first, last))
+	if !t.checked() && t.modified != "" {
+		req.Header.Set("If-Range", t.modified)
+	}
+	setUserAgent(req, t.r)
 }
 
 // setUserAgent passes the client's User-Agent on, or none (not Go's).
@@ -210,17 +226,24 @@ func setUserAgent(req, client *http.Request) {
 // another mirror is known to be much faster than this one was being: only
 // then does the timeout count against the mirror (otherwise what it did
 // deliver is a sample like any other). The last chance has no deadline.
-func (t *transfer) peek(w *worker, body *meter, size int64, cancel context.CancelCauseFunc, lastChance bool) (blocks []*block, eof, blame bool, err error) {
+func (t *transfer) peek(w *worker, body *meter, size int64, hold bool, cancel context.CancelCauseFunc, lastChance bool) (blocks []*block, eof, blame bool, err error) {
 	p := t.p
 	limit := p.cfg.PeekSize
 	if size >= 0 {
 		limit = min(limit, size)
 	}
+	budget := int64(peekBudget)
+	if hold { // the whole file, to be checked before it is sent (verify.go)
+		limit, budget = size, holdBudget
+	}
+	start := time.Now()
 	var peeked atomic.Int64
 	var blamed atomic.Bool
+	endDeadline := func() {}
 	if !lastChance {
+		timed := min(limit, p.cfg.PeekSize) // a held file's rest is not held to the peek deadline
 		deadline := ranked(p, func(sts []standing) time.Duration {
-			return peekDeadline(sts, p.cfg.TrialSamples, limit, p.cfg.PeekTimeout)
+			return peekDeadline(sts, p.cfg.TrialSamples, timed, p.cfg.PeekTimeout)
 		})
 		began := time.Now()
 		var mu sync.Mutex // guards over: the callback must not cancel a peek that ended
@@ -235,11 +258,14 @@ func (t *transfer) peek(w *worker, body *meter, size int64, cancel context.Cance
 				cancel(errPeekTimeout)
 			}
 		})
-		defer func() {
+		endDeadline = func() {
 			mu.Lock()
 			over = true
 			mu.Unlock()
 			timer.Stop()
+		}
+		defer func() {
+			endDeadline()
 			blame = blamed.Load()
 		}()
 	}
@@ -250,8 +276,14 @@ func (t *transfer) peek(w *worker, body *meter, size int64, cancel context.Cance
 	cur.charge(&p.peekHeld)
 	var n int64
 	for n < limit {
+		if n >= p.cfg.PeekSize {
+			endDeadline()
+			if hold && time.Since(start) >= maxHold {
+				break // the client waits: stream the rest, checked at its end
+			}
+		}
 		if cur.full() {
-			if p.peekHeld.Load()+blockSize > peekBudget {
+			if p.peekHeld.Load()+blockSize > budget {
 				break
 			}
 			cur = newBlock(size)
@@ -325,7 +357,7 @@ func (t *transfer) checkContinuation(resp *http.Response) error {
 // file the client is receiving.
 func (t *transfer) checkRange(resp *http.Response, first, last int64) error {
 	if resp.StatusCode != http.StatusPartialContent {
-		return fmt.Errorf("%w: status %s, want 206", errContinuation, resp.Status)
+		return fmt.Errorf("%w: %w, want 206", errContinuation, &statusError{resp.Status})
 	}
 	gotFirst, gotLast, size, err := parseContentRange(resp.Header.Get("Content-Range"))
 	if err != nil {
@@ -335,7 +367,7 @@ func (t *transfer) checkRange(resp *http.Response, first, last int64) error {
 		return fmt.Errorf("%w: got bytes %d-%d/%d, want %d-%d/%d", errContinuation,
 			gotFirst, gotLast, size, first, last, t.size)
 	}
-	if lm := resp.Header.Get("Last-Modified"); lm != "" && t.modified != "" && lm != t.modified {
+	if lm := resp.Header.Get("Last-Modified"); !t.checked() && lm != t.modified {
 		return fmt.Errorf("%w: Last-Modified %q differs from %q", errContinuation, lm, t.modified)
 	}
 	return nil
@@ -458,6 +490,9 @@ func (t *transfer) stream(w *worker, body *meter) result {
 				return result{step: stepSplit, helpers: helpers, rate: rate}
 			}
 		}
+		if err == io.EOF && t.last >= 0 && t.next <= t.last {
+			err = errShortBody
+		}
 		if err == io.EOF {
 			return result{step: stepDone}
 		}
@@ -477,6 +512,10 @@ func (t *transfer) remaining() int64 {
 
 // queue hands b to the client's sink, whatever room it has.
 func (t *transfer) queue(b *block) error {
+	if err := t.tap(b.buf[:b.n], t.next); err != nil {
+		b.release()
+		return err
+	}
 	n := int64(b.n) // b is the sink's once offered
 	if _, err := t.out.offer(b, true); err != nil {
 		b.release()
@@ -489,6 +528,10 @@ func (t *transfer) queue(b *block) error {
 // deliver hands b to the client's sink, waiting for room (see room); it
 // releases b if it parks.
 func (t *transfer) deliver(b *block, mayPark bool) (parked bool, err error) {
+	if err := t.tap(b.buf[:b.n], t.next); err != nil {
+		b.release()
+		return false, err
+	}
 	n := int64(b.n) // b is the sink's once offered
 	ok, err := t.out.offer(b, false)
 	if err != nil {
@@ -520,7 +563,7 @@ func (t *transfer) room(mayPark bool) (parked bool, err error) {
 		if !full {
 			return false, nil
 		}
-		if !mayPark || !t.parkable() {
+		if !mayPark || !t.resumable() {
 		} else if t.out.writeStalled() >= parkAfter && t.out.backlog() > 0 {
 			// A stalled client: what waits for it goes, to be fetched
 			// again when it reads on.

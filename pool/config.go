@@ -93,6 +93,11 @@ type Config struct {
 	// mirrors.
 	ChangingPaths []string
 
+	// SkipVerify turns off checking files against the repository's
+	// indexes (verify.go); the pool then passes on whatever bytes a mirror
+	// sends with a plausible answer.
+	SkipVerify bool
+
 	// SyncFile is the path, under each mirror's base, of a file holding
 	// the Unix time of the mirror's last sync (Arch's "lastsync"). Files
 	// that change in place are served only by the mirrors that synced
@@ -110,8 +115,11 @@ type Config struct {
 	MembersKey string
 	// Provider hands out candidate mirrors. Required.
 	Provider Provider
-	// Transport makes the upstream requests; nil means NewTransport's
-	// defaults.
+	// Upstream holds the timeouts and limits of connections to mirrors.
+	Upstream TransportConfig
+	// Transport, when set, makes the upstream requests instead of the
+	// pool's own transport (which follows Upstream and the outbound rules
+	// of outbound.go); tests use it to shape traffic.
 	Transport http.RoundTripper
 	// State is the learned state to start from and to keep learning into,
 	// per mirror, shared with the other pools that use it; nil means a new
@@ -147,9 +155,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.ChangingPaths == nil {
 		c.ChangingPaths = DefaultChangingPaths
-	}
-	if c.Transport == nil {
-		c.Transport = NewTransport(TransportConfig{})
 	}
 	if c.State == nil {
 		c.State = NewState()

@@ -174,6 +174,7 @@ func (p *Pool) release(w *worker, o outcome) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.free(w)
+	w.served++
 	if p.record(w.key, w.stats, o) && w.probation > 0 {
 		w.probation--
 	}
@@ -268,7 +269,7 @@ func (p *Pool) standings() []standing {
 	for _, w := range p.workers {
 		p.scratch = append(p.scratch, standing{
 			w: w, key: w.key, score: w.stats.score(), samples: w.stats.count,
-			load: w.load, lastSync: w.lastSync, probation: w.probation,
+			load: w.load, served: w.served, lastSync: w.lastSync, probation: w.probation,
 		})
 	}
 	return p.scratch
@@ -345,8 +346,11 @@ func (p *Pool) leaveReason(w *worker) string {
 		return ""
 	}
 	p.state.mu.Lock()
-	streak := w.stats.failStreak
+	streak, lied := w.stats.failStreak, w.stats.lied
 	p.state.mu.Unlock()
+	if lied {
+		return ReasonLied
+	}
 	if streak >= p.cfg.EvictAfter {
 		return ReasonEvicted
 	}

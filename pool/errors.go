@@ -30,6 +30,7 @@ var (
 	errQueueTimeout = errors.New("timed out waiting for a free worker")
 	errNoUntried    = errors.New("no untried mirror left in the pool")
 	errNoWorkers    = errors.New("the pool has no mirror")
+	errNotFound     = errors.New("a fresh mirror has not got the file")
 
 	errPeekTimeout  = errors.New("peek timeout")
 	errStalled      = errors.New("transfer stalled")
@@ -59,8 +60,16 @@ func failureReason(err error) string {
 		return "trickle"
 	case errors.As(err, new(*notFoundError)):
 		return "not_found"
-	case errors.As(err, new(*statusError)):
+	case errors.As(err, new(*statusError)), errors.Is(err, errUnexpectedStatus):
 		return "status"
+	case errors.Is(err, errLied):
+		return "lied"
+	case errors.Is(err, errLength), errors.Is(err, errShortBody), errors.Is(err, errUndelimited):
+		return "length"
+	case errors.Is(err, errHTML):
+		return "html"
+	case errors.Is(err, errNonPublic):
+		return "refused"
 	case errors.Is(err, errContinuation):
 		return "continuation"
 	default:

@@ -31,6 +31,10 @@ func (p *Pool) probeSync(workers []*worker) {
 				p.log.Debug("no sync time from mirror", zap.String("mirror", w.key), zap.Error(err))
 				return
 			}
+			if !saneSync(t, time.Now()) {
+				p.log.Warn("ignoring a sync time in the future", zap.String("mirror", w.key), zap.Time("last_sync", t))
+				return
+			}
 			p.mu.Lock()
 			w.lastSync = t
 			p.handOverIdle() // it may be the freshest now
@@ -39,6 +43,14 @@ func (p *Pool) probeSync(workers []*worker) {
 	}
 	wg.Wait()
 }
+
+// maxClockSkew: a sync time further than this in the future is not
+// believed (a wrong clock, or a lie, would make the mirror "the freshest"
+// and give it every index).
+const maxClockSkew = 5 * time.Minute
+
+// saneSync reports whether a mirror's sync time t is believable at now.
+func saneSync(t, now time.Time) bool { return !t.After(now.Add(maxClockSkew)) }
 
 // fetchSync reads a mirror's sync file: a Unix time in seconds, as the
 // lastsync file at the root of Arch Linux mirrors.

@@ -194,6 +194,7 @@ func (r *recorder) Scored(string, float64)                             {}
 func (r *recorder) Queued(time.Duration)                               {}
 func (r *recorder) ProviderFetched(error)                              {}
 func (r *recorder) Refetched(int64)                                    {}
+func (r *recorder) VerifyFailed([]string, string)                      {}
 
 func (r *recorder) events(l *[]event) []event {
 	r.mu.Lock()

@@ -7,6 +7,7 @@ const (
 	ReasonResigned = "resigned" // ranked among the slowest, below good throughput
 	ReasonEvicted  = "evicted"  // failed too many times in a row
 	ReasonClosed   = "closed"   // the pool shut down
+	ReasonLied     = "lied"     // served bytes that do not match the repository's index
 )
 
 // Observer is told what happens in a pool, for metrics and events. Its
@@ -29,6 +30,9 @@ type Observer interface {
 	// Refetched: bytes read from mirrors earlier were dropped unsent while
 	// their client was not reading, and are being fetched again.
 	Refetched(bytes int64)
+	// VerifyFailed: a file at path failed its check against the
+	// repository's index; mirrors served its bytes (one: it lied).
+	VerifyFailed(mirrors []string, path string)
 	// ProviderFetched: the provider was asked for candidates; err is nil on
 	// success.
 	ProviderFetched(err error)
@@ -37,6 +41,7 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) MirrorJoined(string)                                {}
+func (nopObserver) VerifyFailed([]string, string)                      {}
 func (nopObserver) MirrorLeft(string, string, float64)                 {}
 func (nopObserver) AttemptFailed(string, string)                       {}
 func (nopObserver) RequestDone(string, int, int, int64, time.Duration) {}

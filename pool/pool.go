@@ -28,14 +28,17 @@ import (
 // Pool is a self-optimising, rotating set of mirror workers. Create it with
 // New and stop it with Close.
 //
-// Lock order: Pool.mu, then splitter.mu, then State.mu. sink.mu is a leaf:
-// nothing else is locked while it is held.
+// Lock order: Pool.mu, then splitter.mu, then State.mu. sink.mu,
+// catalog.mu and dialGuard.mu are leaves: nothing else is locked while one
+// is held.
 type Pool struct {
-	cfg    Config
-	client *http.Client
-	log    *zap.Logger
-	obs    Observer
-	state  *State
+	cfg     Config
+	client  *http.Client
+	log     *zap.Logger
+	obs     Observer
+	state   *State
+	guard   *dialGuard // who may be dialled at a non-public address
+	catalog *catalog   // what the repository's indexes say of its files
 
 	ctx      context.Context // cancelled when the recruiter must stop (Close)
 	cancel   context.CancelFunc
@@ -68,11 +71,15 @@ type Pool struct {
 type worker struct {
 	mirror *url.URL
 	key    string
+	remote bool         // named by a public list: see Candidate.Remote
 	stats  *mirrorStats // guarded by State.mu
 	joined time.Time
 	// load is how many transfers it carries; only claim and free change
 	// it. Guarded by Pool.mu.
 	load int
+	// served is how many transfers it ended (released) since it joined.
+	// Guarded by Pool.mu.
+	served int
 	// lastSync is when the mirror last synchronised, if known (from the
 	// provider or the mirror's sync file). Guarded by Pool.mu.
 	lastSync time.Time
@@ -116,7 +123,12 @@ func New(cfg Config) (*Pool, error) {
 		idle:  make(chan struct{}),
 		kill:  make(chan struct{}),
 	}
-	p.client = &http.Client{Transport: cfg.Transport, CheckRedirect: checkRedirect}
+	p.guard, p.catalog = newDialGuard(), newCatalog()
+	if cfg.Transport == nil {
+		cfg.Transport = newTransport(cfg.Upstream, p.guard)
+		p.cfg.Transport = cfg.Transport
+	}
+	p.client = &http.Client{Transport: cfg.Transport, CheckRedirect: p.checkRedirect}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.halt, p.halted = context.WithCancel(context.Background())
 	p.stop = p.halt.Done()
@@ -128,14 +140,14 @@ func New(cfg Config) (*Pool, error) {
 // maxRedirects is how many upstream redirects are followed.
 const maxRedirects = 3
 
-func checkRedirect(req *http.Request, via []*http.Request) error {
+func (p *Pool) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > maxRedirects {
 		return fmt.Errorf("more than %d redirects", maxRedirects)
 	}
 	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
 		return fmt.Errorf("redirect to a %q URL", req.URL.Scheme)
 	}
-	return nil
+	return p.guard.checkRedirect(req)
 }
 
 // Close returns at once. The pool stops recruiting and lets the requests
@@ -229,7 +241,11 @@ func (p *Pool) remove(w *worker, reason string) {
 	now := time.Now()
 	p.state.mu.Lock()
 	score := w.stats.score()
-	p.state.cooldown[w.key] = now.Add(p.cfg.Cooldown)
+	cooldown := p.cfg.Cooldown
+	if reason == ReasonLied {
+		cooldown *= liarCooldown
+	}
+	p.state.cooldown[w.key] = now.Add(cooldown)
 	if reason == ReasonResigned {
 		p.state.resigned[w.key] = true // see recruit
 	} else {
@@ -258,7 +274,7 @@ func (p *Pool) publishMembers() {
 	}
 	keys := p.state.members[p.cfg.MembersKey][:0]
 	for _, w := range p.workers {
-		keys = append(keys, w.key)
+		keys = append(keys, Candidate{URL: w.key, LastSync: w.lastSync, Remote: w.remote})
 	}
 	p.state.members[p.cfg.MembersKey] = keys
 }

@@ -15,6 +15,12 @@ type Candidate struct {
 	// LastSync is when the mirror last synchronised with its upstream, when
 	// the provider knows it; the zero value means unknown.
 	LastSync time.Time
+	// Remote is set when the mirror was named by a list fetched from a
+	// public address: it may then not be dialled at a non-public one (a
+	// public list naming a LAN host is not to be trusted). Mirrors from
+	// local configuration (a static list, a file, a command) leave it
+	// unset.
+	Remote bool
 }
 
 // A Provider hands out candidate mirrors. It never benchmarks them: the pool

@@ -16,12 +16,21 @@ type standing struct {
 	score     float64 // bytes per second over the window
 	samples   int     // samples in the window
 	load      int     // transfers it carries
+	served    int     // transfers it ended since it joined
 	lastSync  time.Time
 	probation int
 }
 
-func (s standing) ranked(trial int) bool { return s.samples >= trial }
-func (s standing) idle() bool            { return s.load < workerCapacity }
+// trialRequests: a worker's trial ends after trial×trialRequests transfers,
+// whatever they were: a mirror that answers only tiny bodies (an error
+// page, a parked domain) never makes a sample, and must not stay on trial,
+// first in line for new requests, for ever.
+const trialRequests = 4
+
+func (s standing) ranked(trial int) bool {
+	return s.samples >= trial || s.served >= trial*trialRequests
+}
+func (s standing) idle() bool { return s.load < workerCapacity }
 
 // want says which workers may serve a request.
 type want struct {
@@ -44,10 +53,31 @@ func newestSync(sts []standing, exclude map[string]bool) time.Time {
 	return newest
 }
 
+// syncTolerance: a mirror that synced this long before the newest is as
+// fresh as the newest (mirrors of one network sync minutes apart; an index
+// request must not queue behind one busy mirror while others as good as it
+// are idle).
+const syncTolerance = 2 * time.Minute
+
+// isFresh reports whether a mirror that last synced at t counts as fresh
+// when the newest known sync is newest: it synced within the tolerance, or
+// no sync time is known at all.
+func isFresh(t, newest time.Time) bool {
+	return !t.Before(newest.Add(-syncTolerance))
+}
+
 // allows reports whether the worker of s may serve a request that wants wt.
 // newest is newestSync of the snapshot for wt.exclude.
 func (wt want) allows(s standing, newest time.Time) bool {
-	return !wt.exclude[s.key] && (!wt.fresh || !s.lastSync.Before(newest))
+	return !wt.exclude[s.key] && (!wt.fresh || isFresh(s.lastSync, newest))
+}
+
+// knownFresh reports whether the mirror key is known to be fresh: it has
+// a sync time, within the tolerance of the newest in the pool. Its 404 is
+// then to be believed.
+func knownFresh(sts []standing, key string) bool {
+	i := slices.IndexFunc(sts, func(s standing) bool { return s.key == key })
+	return i >= 0 && !sts[i].lastSync.IsZero() && isFresh(sts[i].lastSync, newestSync(sts, nil))
 }
 
 // pick chooses among idle workers the one to serve a request: its preferred
@@ -132,6 +162,35 @@ func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float6
 	}
 	slices.SortStableFunc(out, func(a, b standing) int { return compareDesc(a.score, b.score) })
 	return out[:min(n, len(out))]
+}
+
+// bestOthers lists up to n workers other than the mirror key's, whatever
+// their load, ranked ones first, best first.
+func bestOthers(sts []standing, key string, n, trial int) []*worker {
+	var others []standing
+	for _, s := range sts {
+		if s.key != key {
+			others = append(others, s)
+		}
+	}
+	slices.SortStableFunc(others, func(a, b standing) int {
+		if a.ranked(trial) != b.ranked(trial) {
+			return compareDesc(btof(a.ranked(trial)), btof(b.ranked(trial)))
+		}
+		return compareDesc(a.score, b.score)
+	})
+	out := make([]*worker, 0, n)
+	for _, s := range others[:min(n, len(others))] {
+		out = append(out, s.w)
+	}
+	return out
+}
+
+func btof(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // find is the index of w's standing in sts, or -1.

@@ -30,10 +30,7 @@ const (
 func (p *Pool) recruitLoop() {
 	defer p.wg.Done()
 	p.state.mu.Lock()
-	previous := make([]Candidate, 0, len(p.state.members[p.cfg.MembersKey]))
-	for _, m := range p.state.members[p.cfg.MembersKey] {
-		previous = append(previous, Candidate{URL: m})
-	}
+	previous := slices.Clone(p.state.members[p.cfg.MembersKey])
 	p.state.mu.Unlock()
 	p.probeSync(p.admit(previous))
 
@@ -148,7 +145,7 @@ func (p *Pool) readmit(cands []Candidate) *worker {
 	// It keeps what the pool learned of it: ranked at once, it serves when
 	// the better workers are busy; it may resign again once it has shown
 	// a trial's worth of new samples.
-	w := p.join(best, bestCand.LastSync, p.cfg.TrialSamples)
+	w := p.join(best, bestCand, p.cfg.TrialSamples)
 	return w
 }
 
@@ -195,17 +192,23 @@ func (p *Pool) admit(cands []Candidate) []*worker {
 		if cooling {
 			continue
 		}
-		joined = append(joined, p.join(u, c.LastSync, 0))
+		joined = append(joined, p.join(u, c, 0))
 	}
 	return joined
 }
 
-// join adds a worker for the mirror u, on probation for that many samples,
-// and hands it to whoever waits. p.mu must be held.
-func (p *Pool) join(u *url.URL, lastSync time.Time, probation int) *worker {
+// join adds a worker for the mirror u of candidate c, on probation for that
+// many samples, and hands it to whoever waits. p.mu must be held.
+func (p *Pool) join(u *url.URL, c Candidate, probation int) *worker {
 	key := u.String()
+	if !c.Remote {
+		p.guard.allow(u)
+	}
+	if !saneSync(c.LastSync, time.Now()) {
+		c.LastSync = time.Time{}
+	}
 	p.state.mu.Lock()
-	w := &worker{mirror: u, key: key, stats: p.state.stats(key, p.cfg.Window), joined: time.Now(), lastSync: lastSync, probation: probation}
+	w := &worker{mirror: u, key: key, remote: c.Remote, stats: p.state.stats(key, p.cfg.Window), joined: time.Now(), lastSync: c.LastSync, probation: probation}
 	p.workers = append(p.workers, w)
 	p.publishMembers()
 	p.state.mu.Unlock()

@@ -63,6 +63,7 @@ type chunk struct {
 	first, last int64
 	buf         *[]byte // from chunkBuffers
 	// Written by its fetcher under splitter.mu:
+	mirror   string                  // whose bytes they are
 	n        int                     // bytes received
 	progress time.Time               // when its fetcher last received a byte, or asked for it
 	cancel   context.CancelCauseFunc // ends its fetcher's request; nil when none is under way
@@ -202,7 +203,9 @@ func (s *splitter) write() error {
 		}
 		head := s.chunks[0]
 		data := (*head.buf)[pos-head.first : head.n]
+		mirror := head.mirror
 		s.mu.Unlock()
+		t.contributed(mirror)
 
 		if err := t.send(data); err != nil {
 			return err
@@ -404,7 +407,7 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 	defer cancel(nil)
 	s.mu.Lock()
 	first := c.first + int64(c.n)
-	c.progress, c.cancel = time.Now(), cancel
+	c.progress, c.cancel, c.mirror = time.Now(), cancel, w.key
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -415,8 +418,7 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("building request: %w", err)
 	}
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", first, c.last))
-	setUserAgent(req, t.r)
+	t.setRange(req, first, c.last)
 	began := time.Now()
 	resp, err := p.client.Do(req)
 	if err != nil {
@@ -424,9 +426,6 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 	}
 	defer resp.Body.Close()
 	wait := time.Since(began)
-	if isMirrorFailure(resp.StatusCode) {
-		return 0, 0, &statusError{resp.Status}
-	}
 	if err := t.checkRange(resp, first, c.last); err != nil {
 		return 0, 0, err
 	}

@@ -15,8 +15,8 @@ type State struct {
 	mu       sync.Mutex
 	mirrors  map[string]*mirrorStats
 	cooldown map[string]time.Time
-	resigned map[string]bool     // cooling down for being slow, not for failing
-	members  map[string][]string // by pool name
+	resigned map[string]bool        // cooling down for being slow, not for failing
+	members  map[string][]Candidate // by MembersKey
 }
 
 // NewState returns an empty State.
@@ -25,7 +25,7 @@ func NewState() *State {
 		mirrors:  make(map[string]*mirrorStats),
 		cooldown: make(map[string]time.Time),
 		resigned: make(map[string]bool),
-		members:  make(map[string][]string),
+		members:  make(map[string][]Candidate),
 	}
 }
 
@@ -45,6 +45,12 @@ type mirrorStats struct {
 	pending sample // small transfers not yet a sample
 
 	failStreak int
+
+	// Verification (verify.go): files served that matched their index's
+	// hash since the mirror last failed a check, and whether it served
+	// bytes that did not match.
+	verified int
+	lied     bool
 
 	// Lifetime counters, for the status view.
 	requests int64

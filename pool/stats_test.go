@@ -241,8 +241,8 @@ func TestConfigDefaults(t *testing.T) {
 		c.Cooldown != DefaultCooldown || c.EvictAfter != DefaultEvictAfter || c.MaxQueue != DefaultMaxQueue {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
-	if c.State == nil || c.Logger == nil || c.Observer == nil || c.Transport == nil {
-		t.Fatal("nil State, Logger, Observer or Transport after setDefaults")
+	if c.State == nil || c.Logger == nil || c.Observer == nil {
+		t.Fatal("nil State, Logger or Observer after setDefaults")
 	}
 	// A trial cannot need more samples than the window holds.
 	c = Config{Window: 2, TrialSamples: 5, SyncFile: "-"}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"maps"
 	"net/http"
 	"path"
@@ -36,8 +37,12 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rel string) error {
 		tried:    make(map[string]bool),
 		start:    time.Now(),
 	}
+	if isIndex(rel) && !p.cfg.SkipVerify && r.Method == http.MethodGet && r.Header.Get("Range") == "" {
+		t.capture = new([]byte)
+	}
 	p.begin()
 	defer p.end()
+	t.expecting()
 	defer t.closeSink(true) // on every path that did not close it already
 	return t.run()
 }
@@ -64,12 +69,24 @@ type transfer struct {
 	changing bool
 	start    time.Time
 
-	tried    map[string]bool // mirrors that may not serve it (again)
-	attempts int             // workers that took it
-	nfailed  int             // attempts that failed
-	failures []string        // "mirror: reason", for the 502 body
-	notFound []string        // mirrors that answered 404 or 410
-	prefer   string          // the mirror to resume from, after parking
+	tried     map[string]bool // mirrors that may not serve it (again)
+	attempts  int             // workers that took it
+	nfailed   int             // attempts that failed
+	failures  []string        // "mirror: reason", for the 502 body
+	notFound  []string        // mirrors that answered 404 or 410
+	freshOnly bool            // after a 404: only the freshest mirrors may serve it
+	prefer    string          // the mirror to resume from, after parking
+	expect    entry           // what the repository's index says of the file, if known
+	known     bool            // expect holds
+
+	// Verification (verify.go): the body's hash so far, up to offset
+	// hashed; whether it matched; the mirrors whose bytes the client got;
+	// and the copy of an index kept to learn from (catalog.go).
+	hash         hash.Hash
+	hashed       int64
+	verified     bool
+	contributors map[string]bool
+	capture      *[]byte
 
 	// Set once the response is committed to the client.
 	committed bool
@@ -116,6 +133,10 @@ func (t *transfer) run() error {
 		// download than none.
 		lastChance := t.nfailed >= p.cfg.Retries || p.untriedLeft(t.tried) == 0
 		res := t.attempt(w, lastChance)
+		lied := errors.Is(res.err, errLied)
+		if lied { // before the release, which then evicts the liar
+			p.lied(t.rel, t.liars(w), res.err)
+		}
 		p.release(w, res.o)
 		switch res.step {
 		case stepDone:
@@ -143,6 +164,9 @@ func (t *transfer) run() error {
 		}
 		err = res.err
 		switch {
+		case lied && t.committed:
+			t.failures = append(t.failures, err.Error())
+			return t.abort()
 		case errors.Is(err, errClientGone) || t.r.Context().Err() != nil:
 			return t.clientGone()
 		case errors.Is(err, errClosed): // the pool was force-closed: not the mirror's fault
@@ -152,8 +176,19 @@ func (t *transfer) run() error {
 			// trickle check): the client has the whole file.
 			return t.finish()
 		}
-		t.nfailed++
 		t.failures = append(t.failures, w.key+": "+err.Error())
+		notFound := errors.As(err, new(*notFoundError))
+		if notFound {
+			// A 404 is the truth only from a mirror known to be fresh (or
+			// from every mirror); a stale one's does not use up a retry,
+			// and the next attempts go to the freshest mirrors.
+			if ranked(p, func(sts []standing) bool { return knownFresh(sts, w.key) }) {
+				return t.giveUp(errNotFound)
+			}
+			t.freshOnly = true
+		} else {
+			t.nfailed++
+		}
 		reason := failureReason(err)
 		p.obs.AttemptFailed(w.key, reason)
 		level := zap.WarnLevel
@@ -184,7 +219,7 @@ func (t *transfer) fetchedAll() bool { return t.committed && t.last >= 0 && t.ne
 
 // want is what the next worker of the transfer must be.
 func (t *transfer) want() want {
-	return want{exclude: t.tried, fresh: t.changing, prefer: t.prefer, committed: t.committed}
+	return want{exclude: t.tried, fresh: t.changing || t.freshOnly, prefer: t.prefer, committed: t.committed}
 }
 
 // waitClient waits, holding no worker, until the client has taken every
@@ -221,7 +256,7 @@ func (t *transfer) giveUp(err error) error {
 	case errors.Is(err, errQueueFull), errors.Is(err, errQueueTimeout), errors.Is(err, errClosed), errors.Is(err, errNoWorkers):
 		status, retryAfter = http.StatusServiceUnavailable, 5*time.Second
 		err = fmt.Errorf("no mirror available: %w", err)
-	case errors.Is(err, errNoUntried) && len(t.notFound) > 0:
+	case errors.Is(err, errNotFound), errors.Is(err, errNoUntried) && len(t.notFound) > 0:
 		// Every mirror that answered said the file is not there; the
 		// others did not answer at all.
 		status = http.StatusNotFound
@@ -275,6 +310,9 @@ func (t *transfer) splitOver(mirror string, helpers []standing, rate float64) er
 	case errors.Is(err, errClientGone) || t.r.Context().Err() != nil:
 		return t.clientGone()
 	}
+	if errors.Is(err, errLied) {
+		return t.mismatch(err)
+	}
 	t.failures = append(t.failures, "split: "+err.Error())
 	return t.abort()
 }
@@ -289,6 +327,8 @@ func (t *transfer) finish() error {
 	if len(t.notFound) > 0 && t.status < 300 {
 		t.p.penalise(t.notFound)
 	}
+	t.settle()
+	t.learn()
 	t.report(t.status)
 	return nil
 }
@@ -322,13 +362,11 @@ func (t *transfer) report(status int) {
 }
 
 // resumable reports whether a committed response may be completed from
-// another mirror with a range request.
+// another mirror, or later, with range requests: only a file of known size
+// whose rest can be told to be the same file's, by its Last-Modified or by
+// its hash (see setRange).
 func (t *transfer) resumable() bool {
 	return !t.changing && t.r.Method == http.MethodGet && t.size >= 0 && t.last >= 0 &&
-		(t.status == http.StatusOK || t.status == http.StatusPartialContent)
+		(t.status == http.StatusOK || t.status == http.StatusPartialContent) &&
+		(t.modified != "" || t.checked())
 }
-
-// parkable reports whether the transfer may give up its worker while its
-// client is slow, and come back for the rest later: only a file whose size
-// and Last-Modified tell that the rest is the same file.
-func (t *transfer) parkable() bool { return t.resumable() && t.modified != "" }

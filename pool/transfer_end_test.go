@@ -20,7 +20,7 @@ import (
 // returning io.EOF: as an HTTP/2 stream reset after its last DATA frame, or
 // the meter failing the final read (errTrickle is returned with the last
 // bytes when the underlying read had no error, which is how HTTP/2 bodies
-// end: NewTransport sets ForceAttemptHTTP2).
+// end: the transport attempts HTTP/2).
 type resetAtEnd struct {
 	io.ReadCloser
 	done bool
@@ -62,7 +62,7 @@ func (t resetTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestFailureAfterTheLastByte(t *testing.T) {
 	files := mirrorFiles(3 << 20)
 	m1, m2 := testmirror.New(t, files), testmirror.New(t, files)
-	p := servePool(t, Config{Transport: resetTransport{NewTransport(TransportConfig{})}}, m1, m2)
+	p := servePool(t, Config{Transport: resetTransport{http.DefaultTransport}}, m1, m2)
 	client := httptest.NewRecorder()
 	err := p.Serve(client, httptest.NewRequest(http.MethodGet, "/"+pkgName, nil), pkgName)
 	got := client.Body.Bytes()

@@ -19,17 +19,18 @@ type TransportConfig struct {
 	MaxHeaderBytes int64
 }
 
-// NewTransport returns the transport a pool uses to reach mirrors. It asks
+// newTransport returns the transport a pool uses to reach mirrors. It asks
 // for identity encoding (so lengths and ranges are the file's own), keeps
-// connections alive per mirror and honours the proxy environment variables.
-func NewTransport(c TransportConfig) *http.Transport {
+// connections alive per mirror, honours the proxy environment variables,
+// and dials only what g allows (outbound.go).
+func newTransport(c TransportConfig, g *dialGuard) *http.Transport {
 	setDefault(&c.DialTimeout, 3*time.Second)
 	setDefault(&c.HeaderTimeout, 10*time.Second)
 	setDefault(&c.MaxHeaderBytes, 64<<10)
 	dialer := &net.Dialer{Timeout: c.DialTimeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                  http.ProxyFromEnvironment,
-		DialContext:            dialer.DialContext,
+		Proxy:                  g.proxy,
+		DialContext:            g.dialContext(dialer),
 		ForceAttemptHTTP2:      true,
 		TLSHandshakeTimeout:    c.DialTimeout,
 		ResponseHeaderTimeout:  c.HeaderTimeout,

@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -171,12 +174,13 @@ func (r *Remote) refresh(ctx context.Context) ([]pool.Candidate, error) {
 	stop := context.AfterFunc(r.base, cancel) // Close cancels a fetch under way
 	defer stop()
 
-	data, err := r.fetch(ctx)
+	data, local, err := r.fetch(ctx)
 	var res Result
 	if err == nil {
 		res, err = r.cfg.Parse(data)
 	}
 	if err == nil {
+		markRemote(res.Candidates, !local)
 		r.logResult("mirror list refreshed", res)
 		r.save(ctx, data)
 		r.mu.Lock()
@@ -213,25 +217,54 @@ func (r *Remote) refresh(ctx context.Context) ([]pool.Candidate, error) {
 	return nil, fmt.Errorf("%s provider: %w", r.cfg.Provider, err)
 }
 
-func (r *Remote) fetch(ctx context.Context) ([]byte, error) {
+// fetch gets the document. local tells whether it came straight (no
+// proxy) from a non-public address: the mirrors such a list names may be
+// on the LAN too (see pool.Candidate.Remote).
+func (r *Remote) fetch(ctx context.Context) (data []byte, local bool, err error) {
+	var peer net.Addr
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(ci httptrace.GotConnInfo) { peer = ci.Conn.RemoteAddr() },
+	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL, nil)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	req.Header.Set("User-Agent", UserAgent)
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", r.cfg.URL, resp.Status)
+		return nil, false, fmt.Errorf("GET %s: %s", r.cfg.URL, resp.Status)
 	}
-	data, err := readAll(resp.Body)
+	data, err = readAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: reading body: %w", r.cfg.URL, err)
+		return nil, false, fmt.Errorf("GET %s: reading body: %w", r.cfg.URL, err)
 	}
-	return data, nil
+	return data, resp.Request == req && isLocalPeer(req, peer), nil
+}
+
+// isLocalPeer reports whether req was answered from the non-public address
+// peer, which it connected to itself, not through a proxy (whose address
+// says nothing of where the document came from).
+func isLocalPeer(req *http.Request, peer net.Addr) bool {
+	tcp, ok := peer.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	if proxy, err := http.ProxyFromEnvironment(req); proxy != nil || err != nil {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(tcp.IP)
+	return ok && !pool.IsPublic(a)
+}
+
+// markRemote sets Candidate.Remote on every candidate of a list.
+func markRemote(list []pool.Candidate, remote bool) {
+	for i := range list {
+		list[i].Remote = remote
+	}
 }
 
 // save keeps a good document in storage for the next start.
@@ -266,6 +299,7 @@ func (r *Remote) loadSaved(ctx context.Context) {
 		return
 	}
 	r.logResult("using the mirror list saved in storage", res, zap.String("key", r.key))
+	markRemote(res.Candidates, true) // where it came from is not known
 	r.mu.Lock()
 	if r.list == nil {
 		r.list = res.Candidates

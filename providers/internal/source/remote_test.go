@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -477,5 +478,39 @@ func TestLocationCheck(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "test provider: ") {
 			t.Errorf("%+v: error %v, want one from the test provider saying %q", tc.loc, err, tc.want)
 		}
+	}
+}
+
+// TestRemoteMarksWhereItsMirrorsCameFrom: a list fetched straight from a
+// non-public address (this test's 127.0.0.1) may name LAN mirrors; one
+// redirected there, or from storage (where it came from is unknown), may
+// not (pool.Candidate.Remote).
+func TestRemoteMarksWhereItsMirrorsCameFrom(t *testing.T) {
+	remote := func(t *testing.T, r *Remote) []bool {
+		t.Helper()
+		cands, err := r.Candidates(context.Background())
+		if err != nil {
+			t.Fatalf("Candidates: %v", err)
+		}
+		var out []bool
+		for _, c := range cands {
+			out = append(out, c.Remote)
+		}
+		return out
+	}
+	srv := newServer(t, listA)
+	st := &memStorage{}
+	clk := newClock()
+	if got := remote(t, newRemote(t, srv.URL, clk, st)); !slices.Equal(got, []bool{false, false}) {
+		t.Fatalf("fetched from 127.0.0.1: Remote %v, want false for each", got)
+	}
+	redirect := newServer(t, "")
+	redirect.set(func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, srv.URL, http.StatusFound) })
+	if got := remote(t, newRemote(t, redirect.URL, clk, nil)); !slices.Equal(got, []bool{true, true}) {
+		t.Fatalf("after a redirect: Remote %v, want true for each", got)
+	}
+	srv.Close()
+	if got := remote(t, newRemote(t, srv.URL, clk, st)); !slices.Equal(got, []bool{true, true}) {
+		t.Fatalf("from storage: Remote %v, want true for each", got)
 	}
 }

@@ -1,0 +1,240 @@
+package pool
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Checking bytes against the catalog as they stream. A file whose hash is
+// known is hashed on its way to the client; its last block is held back
+// until the hash is checked, and a mismatch aborts the response, so a
+// client never gets a wrong file that looks complete. A mirror not yet
+// trusted has a known file it serves checked whole before anything is sent
+// (within holdBudget), so a liar is caught at no cost to the client. A
+// mirror whose bytes failed the check is evicted at once: a lie is not a
+// slow answer. A file assembled from several mirrors that fails evicts
+// nobody, but none of them is trusted any more.
+
+const (
+	// trustAfter: a mirror that has served this many files that verified
+	// is trusted: its files are streamed as they come.
+	trustAfter = 3
+	// holdBudget bounds the bytes a pool holds back at once to check
+	// untrusted mirrors' files before they are sent; a file that does not
+	// fit is streamed and checked at its end.
+	holdBudget = 64 << 20
+	// maxHold: a held file that takes longer than this to arrive is
+	// streamed from there on (and checked at its end), so that the client
+	// does not wait long without a byte (pacman gives up after 10 s).
+	maxHold = 3 * time.Second
+	// liarCooldown: a mirror that lied stays out this many cool-downs.
+	liarCooldown = 6
+)
+
+var (
+	errLied   = errors.New("the file's bytes do not match the hash its index gives")
+	errLength = errors.New("length disagrees")
+)
+
+// expecting looks up what the catalog says of the file the transfer
+// serves. Files that change in place are not looked up: their index may be
+// newer than the catalog's.
+func (t *transfer) expecting() {
+	if t.p.cfg.SkipVerify || t.changing || t.r.Method != http.MethodGet {
+		return
+	}
+	t.expect, t.known = t.p.catalog.lookup(t.r.Context(), t.rel)
+}
+
+// checkLength reports whether resp's announced size disagrees with the
+// catalog's.
+func (t *transfer) checkLength(resp *http.Response) error {
+	if !t.known || t.expect.size < 0 {
+		return nil
+	}
+	size := int64(-1)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		size = resp.ContentLength
+	case http.StatusPartialContent:
+		_, _, size, _ = parseContentRange(resp.Header.Get("Content-Range"))
+	}
+	if size >= 0 && size != t.expect.size {
+		return fmt.Errorf("%w: %d bytes, the index says %d", errLength, size, t.expect.size)
+	}
+	return nil
+}
+
+// holds reports whether a response from w, of the given size, is to be
+// checked whole before anything is sent: w is not trusted yet, the file's
+// hash is known and the response is all of it.
+func (t *transfer) holds(w *worker, resp *http.Response) bool {
+	if !t.known || resp.StatusCode != http.StatusOK || resp.ContentLength < 0 || resp.ContentLength > holdBudget {
+		return false
+	}
+	return !t.p.trusted(w)
+}
+
+// trusted reports whether w's mirror has earned trust: it served
+// trustAfter files that verified.
+func (p *Pool) trusted(w *worker) bool {
+	p.state.mu.Lock()
+	defer p.state.mu.Unlock()
+	return w.stats.verified >= trustAfter
+}
+
+// checked reports whether the committed response's bytes are checked
+// against the file's hash at its end: then the hash, not validators, tells
+// whether a continuation is the same file.
+func (t *transfer) checked() bool { return t.hash != nil }
+
+// startHash begins hashing the committed response if it is the whole of a
+// file whose hash is known.
+func (t *transfer) startHash() {
+	if t.known && t.status == http.StatusOK {
+		t.hash = sha256.New()
+	}
+}
+
+// tap sees every block on its way to the client, in file order, at
+// offset at: it hashes what it has not hashed yet, keeps a copy of an
+// index, and checks the hash once the last byte is in. A mismatch is
+// errLied: the block must not be sent.
+func (t *transfer) tap(b []byte, at int64) error {
+	if t.capture != nil {
+		if end := at + int64(len(b)); end > int64(len(*t.capture)) && at <= int64(len(*t.capture)) {
+			if end > maxIndexBytes {
+				t.capture = nil
+			} else {
+				*t.capture = append(*t.capture, b[int64(len(*t.capture))-at:]...)
+			}
+		}
+	}
+	if t.hash == nil {
+		return nil
+	}
+	if end := at + int64(len(b)); end > t.hashed && at <= t.hashed {
+		t.hash.Write(b[t.hashed-at:])
+		t.hashed = end
+	}
+	if t.hashed < t.size || t.verified {
+		return nil
+	}
+	if !bytes.Equal(t.hash.Sum(nil), t.expect.sum[:]) {
+		return errLied
+	}
+	t.verified = true
+	return nil
+}
+
+// checkHeld checks the blocks of a whole small or held file before it is
+// committed.
+func (t *transfer) checkHeld(blocks []*block) error {
+	h := sha256.New()
+	var n int64
+	for _, b := range blocks {
+		h.Write(b.buf[:b.n])
+		n += int64(b.n)
+	}
+	if t.expect.size >= 0 && n != t.expect.size {
+		return fmt.Errorf("%w: %d bytes, the index says %d", errLength, n, t.expect.size)
+	}
+	if !bytes.Equal(h.Sum(nil), t.expect.sum[:]) {
+		return errLied
+	}
+	return nil
+}
+
+// contributed records that mirror's bytes reached the response.
+func (t *transfer) contributed(mirror string) {
+	if t.contributors == nil {
+		t.contributors = make(map[string]bool)
+	}
+	t.contributors[mirror] = true
+}
+
+// settle tells the pool what the check of a finished transfer showed of
+// the mirrors whose bytes it holds: each is one file closer to trust.
+func (t *transfer) settle() {
+	if !t.verified {
+		return
+	}
+	p := t.p
+	p.mu.Lock()
+	p.state.mu.Lock()
+	for key := range t.contributors {
+		if ms := p.state.mirrors[key]; ms != nil {
+			ms.verified++
+		}
+	}
+	p.state.mu.Unlock()
+	p.mu.Unlock()
+}
+
+// liars are the mirrors to blame for a file that failed its check on w's
+// attempt: w alone if nothing was sent yet, else every mirror whose bytes
+// the client got.
+func (t *transfer) liars(w *worker) []string {
+	if !t.committed {
+		return []string{w.key}
+	}
+	keys := make([]string, 0, len(t.contributors))
+	for k := range t.contributors {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// mismatch ends a committed response whose file failed its check after
+// its fetchers were released (a split).
+func (t *transfer) mismatch(err error) error {
+	t.p.lied(t.rel, t.liars(nil), err)
+	t.failures = append(t.failures, err.Error())
+	return t.abort()
+}
+
+// lied reports a file at rel that failed its check: the one mirror that
+// served it lied, and is evicted; of several, none is trusted any more.
+func (p *Pool) lied(rel string, keys []string, err error) {
+	p.log.Warn("a mirror served bytes that do not match the repository's index",
+		zap.String("path", rel), zap.Strings("mirrors", keys), zap.Error(err))
+	p.obs.VerifyFailed(keys, rel)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.state.mu.Lock()
+	for _, k := range keys {
+		if ms := p.state.mirrors[k]; ms != nil {
+			ms.verified = 0
+			ms.lied = len(keys) == 1
+		}
+	}
+	p.state.mu.Unlock()
+	if len(keys) == 1 {
+		p.evictLiar(keys[0])
+	}
+}
+
+// evictLiar removes the worker of the mirror key if it is idle; a busy one
+// leaves when it is released (leaveReason). A liar that has left already
+// (it resigned) stays out for a liar's cool-down. p.mu must be held.
+func (p *Pool) evictLiar(key string) {
+	for _, w := range p.workers {
+		if w.key == key {
+			if w.load == 0 && !p.closing {
+				p.remove(w, ReasonLied)
+				p.handOverIdle()
+			}
+			return
+		}
+	}
+	p.state.mu.Lock()
+	p.state.cooldown[key] = time.Now().Add(p.cfg.Cooldown * liarCooldown)
+	delete(p.state.resigned, key)
+	p.state.mu.Unlock()
+}

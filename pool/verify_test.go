@@ -1,0 +1,213 @@
+package pool
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-refractor/refractor/internal/testmirror"
+)
+
+// Verification against the repository's index, with real mirrors on
+// 127.0.0.1 serving a real (gzip-compressed tar) pacman database.
+
+const dbName = "extra/os/x86_64/extra.db"
+
+// pacmanDB builds a sync database listing files (name relative to the
+// database's directory → content) with their sizes and SHA-256.
+func pacmanDB(t testing.TB, files map[string][]byte) []byte {
+	t.Helper()
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for i, name := range names {
+		desc := fmt.Sprintf("%%FILENAME%%\n%s\n\n%%NAME%%\npkg%d\n\n%%CSIZE%%\n%d\n\n%%SHA256SUM%%\n%x\n\n",
+			name, i, len(files[name]), sha256.Sum256(files[name]))
+		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("pkg%d-1.0-1/desc", i), Mode: 0o644, Size: int64(len(desc))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(desc))
+	}
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw.Bytes())
+	zw.Close()
+	return gz.Bytes()
+}
+
+// repoTree is a mirror's tree: the database listing good, and the packages
+// as this mirror serves them (served may differ from good: a liar).
+func repoTree(db []byte, served map[string][]byte) map[string][]byte {
+	tree := map[string][]byte{dbName: db}
+	for name, b := range served {
+		tree[dirOf(dbName)+name] = b
+	}
+	return tree
+}
+
+// flipped is b with its middle byte inverted: the right length, the
+// wrong file.
+func flipped(b []byte) []byte {
+	c := bytes.Clone(b)
+	c[len(c)/2] ^= 0xff
+	return c
+}
+
+// lieRecorder counts the files that failed their check.
+type lieRecorder struct {
+	recorder
+	mu   sync.Mutex
+	lies [][]string
+}
+
+func (r *lieRecorder) VerifyFailed(mirrors []string, _ string) {
+	r.mu.Lock()
+	r.lies = append(r.lies, mirrors)
+	r.mu.Unlock()
+}
+
+func (r *lieRecorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.lies)
+}
+
+// learnDB serves the database to a client through p and waits until the
+// catalog has learned it (corroborated by a second mirror).
+func learnDB(t *testing.T, p *Pool) {
+	t.Helper()
+	if rec, err := serve(t, p, nil, dbName); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("database: status %d, %v", rec.Code, err)
+	}
+	pollFor(t, 10*time.Second, "the catalog to learn the database", func() bool {
+		p.catalog.mu.Lock()
+		defer p.catalog.mu.Unlock()
+		_, ok := p.catalog.learned[dbName]
+		return ok
+	})
+}
+
+// An untrusted mirror that serves wrong bytes with the right status and
+// length is caught before anything is sent: the client gets the file from
+// another mirror, and the liar is evicted at once.
+func TestVerifyCatchesAnUntrustedLiarBeforeSending(t *testing.T) {
+	pkgs := map[string][]byte{"foo-1.0-1-x86_64.pkg.tar.zst": testmirror.Content("foo", 300<<10)}
+	db := pacmanDB(t, pkgs)
+	liar := testmirror.New(t, repoTree(db, map[string][]byte{"foo-1.0-1-x86_64.pkg.tar.zst": flipped(pkgs["foo-1.0-1-x86_64.pkg.tar.zst"])}))
+	good1, good2 := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	obs := &lieRecorder{}
+	p := servePool(t, Config{Observer: obs}, liar, good1, good2)
+	learnDB(t, p)
+	setSamples(t, p, liar.Base(), 50<<20) // the best: it is asked first
+	rel := dirOf(dbName) + "foo-1.0-1-x86_64.pkg.tar.zst"
+	before := liar.Requests()
+	rec, err := serve(t, p, nil, rel)
+	if err != nil || rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), pkgs["foo-1.0-1-x86_64.pkg.tar.zst"]) {
+		t.Fatalf("status %d, %d bytes, equal %v, Serve: %v; want the good file", rec.Code, rec.Body.Len(),
+			bytes.Equal(rec.Body.Bytes(), pkgs["foo-1.0-1-x86_64.pkg.tar.zst"]), err)
+	}
+	if liar.Requests() == before {
+		t.Fatal("the liar was not asked: the test proves nothing")
+	}
+	if inPool(p, liar.Base()) {
+		t.Fatal("the liar is still in the pool")
+	}
+	if obs.count() != 1 {
+		t.Fatalf("%d verify failures reported, want 1", obs.count())
+	}
+}
+
+// A trusted mirror's file is streamed as it comes; when it turns out wrong
+// the response is aborted before its last bytes, never ended cleanly, and
+// the mirror is evicted whatever its speed.
+func TestVerifyAbortsATrustedLiarsStream(t *testing.T) {
+	name := "big-1.0-1-x86_64.pkg.tar.zst"
+	pkgs := map[string][]byte{name: testmirror.Content(name, 2<<20)}
+	db := pacmanDB(t, pkgs)
+	liar := testmirror.New(t, repoTree(db, map[string][]byte{name: flipped(pkgs[name])}))
+	good := testmirror.New(t, repoTree(db, pkgs))
+	obs := &lieRecorder{}
+	p := servePool(t, Config{Observer: obs, PeekSize: 64 << 10, Split: 1}, liar, good)
+	learnDB(t, p)
+	setSamples(t, p, liar.Base(), 50<<20)
+	w := workerOf(t, p, liar.Base())
+	p.state.mu.Lock()
+	w.stats.verified = trustAfter
+	p.state.mu.Unlock()
+
+	rec, err := serve(t, p, nil, dirOf(dbName)+name)
+	if !errors.Is(err, ErrAborted) {
+		t.Fatalf("Serve: %v, want ErrAborted", err)
+	}
+	if rec.Body.Len() >= len(pkgs[name]) {
+		t.Fatalf("the client got all %d bytes of a wrong file before the abort", rec.Body.Len())
+	}
+	if inPool(p, liar.Base()) {
+		t.Fatal("the liar is still in the pool")
+	}
+	// The next request gets the good file.
+	rec, err = serve(t, p, nil, dirOf(dbName)+name)
+	wantFile(t, rec, err, good, pkgs[name])
+}
+
+// A database that only one mirror serves is not believed: it teaches no
+// hash, so a forged database cannot make good mirrors look like liars.
+func TestVerifyBelievesOnlyACorroboratedIndex(t *testing.T) {
+	name := "foo-1.0-1-x86_64.pkg.tar.zst"
+	pkgs := map[string][]byte{name: testmirror.Content(name, 100<<10)}
+	forged := pacmanDB(t, map[string][]byte{name: flipped(pkgs[name])})
+	db := pacmanDB(t, pkgs)
+	forger := testmirror.New(t, repoTree(forged, pkgs))
+	good1, good2 := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	obs := &lieRecorder{}
+	p := servePool(t, Config{Observer: obs}, forger, good1, good2)
+	setSamples(t, p, forger.Base(), 50<<20) // it serves the client's database
+	rec, err := serve(t, p, nil, dbName)
+	if err != nil || !bytes.Equal(rec.Body.Bytes(), forged) {
+		t.Fatalf("the forger did not serve the database (Serve: %v): the test proves nothing", err)
+	}
+	pollFor(t, 10*time.Second, "the catalog to learn the database the other mirrors agree on", func() bool {
+		p.catalog.mu.Lock()
+		defer p.catalog.mu.Unlock()
+		return p.catalog.learned[dbName] == sha256.Sum256(db)
+	})
+	for i := range 6 { // every mirror serves it, on trial
+		rec, err := serve(t, p, nil, dirOf(dbName)+name)
+		if err != nil || !bytes.Equal(rec.Body.Bytes(), pkgs[name]) {
+			t.Fatalf("request %d: %d bytes from %s, Serve: %v; want the file", i, rec.Body.Len(), rec.Header().Get(MirrorHeader), err)
+		}
+	}
+	if obs.count() != 0 || len(members(p)) != 3 {
+		t.Fatalf("%d verify failures, members %v; want none, and every mirror kept", obs.count(), members(p))
+	}
+}
+
+// A by-hash file (apt) is checked against the hash its name gives, with no
+// index at all.
+func TestVerifyChecksAByHashName(t *testing.T) {
+	content := testmirror.Content("Packages", 10<<10)
+	rel := fmt.Sprintf("dists/stable/main/binary-amd64/by-hash/SHA256/%x", sha256.Sum256(content))
+	liar := testmirror.New(t, map[string][]byte{rel: flipped(content)})
+	good := testmirror.New(t, map[string][]byte{rel: content})
+	p := servePool(t, Config{}, liar, good)
+	setSamples(t, p, liar.Base(), 50<<20)
+	rec, err := serve(t, p, httptest.NewRequest(http.MethodGet, "/"+rel, nil), rel)
+	wantFile(t, rec, err, good, content)
+	if inPool(p, liar.Base()) {
+		t.Fatal("the liar is still in the pool")
+	}
+}
