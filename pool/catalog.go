@@ -301,6 +301,23 @@ func (p *Pool) learnFrom(rel string, data []byte) error {
 	return nil
 }
 
+// patched is the Packages file that the apt pdiff index at rel patches, as
+// a corroborated Release lists it (the best compressed), or "".
+func (c *catalog) patched(rel string) string {
+	base, ok := strings.CutSuffix(rel, "/Packages.diff/Index")
+	if !ok {
+		return ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ext := range []string{".xz", ".gz", ".bz2", ".zst", ""} {
+		if _, ok := c.files[base+"/Packages"+ext]; ok {
+			return base + "/Packages" + ext
+		}
+	}
+	return ""
+}
+
 // dirOf is the directory of rel with a trailing slash, or "".
 func dirOf(rel string) string {
 	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
@@ -373,7 +390,14 @@ func (p *Pool) fetchIndex(w *worker, rel string) ([]byte, error) {
 // client got, if whole, or else only the news that the client fetched it
 // (the pool then fetches it itself, now and then).
 func (t *transfer) learn() {
-	if t.p.cfg.SkipVerify || !isIndex(t.rel) {
+	if t.p.cfg.SkipVerify {
+		return
+	}
+	if !isIndex(t.rel) {
+		// apt updating Packages with pdiffs: the whole file never passes.
+		if pk := t.p.catalog.patched(t.rel); pk != "" {
+			t.p.learn(pk, nil, "")
+		}
 		return
 	}
 	if t.capture != nil && t.status == http.StatusOK && (t.size < 0 || int64(len(*t.capture)) == t.size) {

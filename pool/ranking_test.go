@@ -598,3 +598,23 @@ func TestFasterThan(t *testing.T) {
 		}
 	}
 }
+
+// A worker's trial ends after a bounded number of transfers whatever they
+// were: one that only ever answers tiny bodies (which make no sample) is
+// ranked, at its score, and no longer first in line for new requests.
+func TestTrialEndsAfterBoundedTransfers(t *testing.T) {
+	const trial = 3
+	tiny := standing{key: "tiny", samples: 0, served: trial*trialRequests - 1}
+	if tiny.ranked(trial) {
+		t.Fatal("ranked before its trial's transfers are up")
+	}
+	tiny.served++
+	if !tiny.ranked(trial) {
+		t.Fatalf("still on trial after %d transfers", tiny.served)
+	}
+	good := standing{key: "good", samples: trial, score: 1 << 20}
+	tiny.w, good.w = &worker{key: "tiny"}, &worker{key: "good"}
+	if got := pick([]standing{tiny, good}, want{}, trial); got != good.w {
+		t.Fatalf("picked %s, want the ranked good mirror over a finished trial of nothing", got.key)
+	}
+}

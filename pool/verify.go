@@ -107,6 +107,9 @@ func (t *transfer) startHash() {
 // index, and checks the hash once the last byte is in. A mismatch is
 // errLied: the block must not be sent.
 func (t *transfer) tap(b []byte, at int64) error {
+	if t.last >= 0 && at+int64(len(b)) > t.last+1 {
+		return fmt.Errorf("%w: more bytes than the %d announced", errLength, t.last-t.first+1)
+	}
 	if t.capture != nil {
 		if end := at + int64(len(b)); end > int64(len(*t.capture)) && at <= int64(len(*t.capture)) {
 			if end > maxIndexBytes {

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,6 +209,88 @@ func TestVerifyChecksAByHashName(t *testing.T) {
 	setSamples(t, p, liar.Base(), 50<<20)
 	rec, err := serve(t, p, httptest.NewRequest(http.MethodGet, "/"+rel, nil), rel)
 	wantFile(t, rec, err, good, content)
+	if inPool(p, liar.Base()) {
+		t.Fatal("the liar is still in the pool")
+	}
+}
+
+// A 206 continuation that carries more bytes than its Content-Range
+// announced (a chunked body, so nothing stops it) must not pass them on:
+// the extra bytes would follow the file's end in the client's copy.
+func TestVerifyLongPartialContentIsAFailure(t *testing.T) {
+	const size = 1 << 20
+	files := mirrorFiles(size)
+	content := files[pkgName]
+	a := testmirror.New(t, files)
+	a.SetFault(testmirror.ShortBody, pkgName, 256<<10) // after the 64 KiB peek
+	var ranges atomic.Int64
+	b := mbStart(t, func(w http.ResponseWriter, r *http.Request) {
+		first, last, ok := mbParseRange(r.Header.Get("Range"), len(content))
+		if !ok {
+			http.ServeContent(w, r, path.Base(r.URL.Path), testmirror.ModTime, bytes.NewReader(content))
+			return
+		}
+		ranges.Add(1)
+		h := w.Header()
+		h.Set("Last-Modified", testmirror.ModTime.UTC().Format(http.TimeFormat))
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, len(content)))
+		w.WriteHeader(http.StatusPartialContent)
+		_ = http.NewResponseController(w).Flush() // chunked: no Content-Length
+		w.Write(content[first : last+1])
+		w.Write([]byte("trailing garbage"))
+	})
+	c := testmirror.New(t, files)
+	p := mbStartPool(t, Config{PeekSize: 64 << 10}, a.Base(), b.base(), c.Base())
+	setSamples(t, p, b.base(), 10<<20) // B continues first
+	rec, err := serve(t, p, nil, pkgName)
+	if ranges.Load() == 0 {
+		t.Fatalf("B was never asked to continue: the test proves nothing (Serve: %v)", err)
+	}
+	if err != nil || !bytes.Equal(rec.Body.Bytes(), content) {
+		t.Fatalf("%d bytes of the file's %d, equal %v, Serve: %v; want the file exactly",
+			rec.Body.Len(), len(content), bytes.Equal(rec.Body.Bytes(), content), err)
+	}
+}
+
+// apt updating its Packages with pdiffs never fetches the whole file:
+// the pool fetches it itself, once the client asks for the diff index,
+// and learns the packages' hashes from it.
+func TestVerifyLearnsPackagesPatchedByPdiffs(t *testing.T) {
+	deb := testmirror.Content("foo.deb", 200<<10)
+	debPath := "pool/main/f/foo/foo_1.0_all.deb"
+	packages := fmt.Sprintf("Package: foo\nVersion: 1.0\nArchitecture: all\nFilename: %s\nSize: %d\nSHA256: %x\nDescription: a test\n second line\n\n",
+		debPath, len(deb), sha256.Sum256(deb))
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(packages))
+	zw.Close()
+	release := fmt.Sprintf("Origin: Test\nSuite: stable\nArchitectures: amd64\nComponents: main\nSHA256:\n %x %d main/binary-amd64/Packages.gz\n",
+		sha256.Sum256(gz.Bytes()), gz.Len())
+	tree := func(deb []byte) map[string][]byte {
+		return map[string][]byte{
+			"dists/stable/Release":                               []byte(release),
+			"dists/stable/main/binary-amd64/Packages.gz":         gz.Bytes(),
+			"dists/stable/main/binary-amd64/Packages.diff/Index": []byte("SHA256-Current: x 1\n"),
+			debPath: deb,
+		}
+	}
+	liar := testmirror.New(t, tree(flipped(deb)))
+	good1, good2 := testmirror.New(t, tree(deb)), testmirror.New(t, tree(deb))
+	p := servePool(t, Config{}, liar, good1, good2)
+	for _, rel := range []string{"dists/stable/Release", "dists/stable/main/binary-amd64/Packages.diff/Index"} {
+		if rec, err := serve(t, p, nil, rel); err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("%s: status %d, %v", rel, rec.Code, err)
+		}
+	}
+	pollFor(t, 10*time.Second, "the pool to learn the Packages file", func() bool {
+		e, ok := p.catalog.lookup(t.Context(), debPath)
+		return ok && e.sum == sha256.Sum256(deb)
+	})
+	setSamples(t, p, liar.Base(), 50<<20)
+	rec, err := serve(t, p, nil, debPath)
+	if err != nil || !bytes.Equal(rec.Body.Bytes(), deb) {
+		t.Fatalf("%d bytes from %s, Serve: %v; want the good .deb", rec.Body.Len(), rec.Header().Get(MirrorHeader), err)
+	}
 	if inPool(p, liar.Base()) {
 		t.Fatal("the liar is still in the pool")
 	}
