@@ -17,13 +17,16 @@ import (
 type fileRef struct {
 	name string
 	size int64
+	file mirrorsim.File // to check its bytes
 }
 
-// machine is one client machine: it fetches the database alone, then its
-// packages with `parallel` downloads at a time, as pacman -Syu does with
-// ParallelDownloads.
+func ref(f mirrorsim.File) fileRef { return fileRef{f.Name, f.Size, f} }
+
+// machine is one client machine: it fetches the databases one after the
+// other, then its packages with `parallel` downloads at a time, as pacman
+// -Syu does with ParallelDownloads.
 type machine struct {
-	db       fileRef
+	dbs      []fileRef
 	packages []fileRef
 }
 
@@ -108,7 +111,9 @@ func runWorkload(machines []machine, parallel int, base func(int) string, deadli
 			defer tr.CloseIdleConnections()
 			client := &http.Client{Transport: tr}
 			b := base(i)
-			record(m.db, fetchFile(ctx, client, b, m.db, &received))
+			for _, db := range m.dbs {
+				record(db, fetchFile(ctx, client, b, db, &received))
+			}
 			files := make(chan fileRef)
 			var inner sync.WaitGroup
 			for range parallel {
@@ -189,7 +194,7 @@ func fetchOnce(ctx context.Context, client *http.Client, url string, f fileRef, 
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
-	check := mirrorsim.NewChecker(f.name, 0)
+	check := f.file.Checker(0)
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
 	for {

@@ -107,8 +107,10 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 	}
 	machines := plan(tree, cs, o.seed)
 	for _, m := range machines {
-		c.Files += 1 + len(m.packages)
-		c.Bytes += m.db.size
+		c.Files += len(m.dbs) + len(m.packages)
+		for _, db := range m.dbs {
+			c.Bytes += db.size
+		}
 		for _, p := range m.packages {
 			c.Bytes += p.size
 			c.Largest = max(c.Largest, p.size)

@@ -167,20 +167,25 @@ func (ms *mirrorSet) sent() []int64 {
 func plan(tree *mirrorsim.List, cs clientSetup, seed uint64) []machine {
 	pkgs := tree.Packages()
 	rand.New(rand.NewPCG(seed, 5)).Shuffle(len(pkgs), func(i, j int) { pkgs[i], pkgs[j] = pkgs[j], pkgs[i] })
-	db, _ := tree.Lookup("core/os/x86_64/core.db")
+	var dbs []fileRef
+	for _, name := range []string{"core/os/x86_64/core.db", "extra/os/x86_64/extra.db"} {
+		if db, ok := tree.Lookup(name); ok {
+			dbs = append(dbs, ref(db))
+		}
+	}
 	ms := make([]machine, cs.machines)
 	for i := range ms {
-		ms[i].db = fileRef{db.Name, db.Size}
+		ms[i].dbs = dbs
 	}
 	for i, p := range pkgs {
 		m := &ms[i%cs.machines]
-		m.packages = append(m.packages, fileRef{p.Name, p.Size})
+		m.packages = append(m.packages, ref(p))
 	}
 	return ms
 }
 
 // oracle is the best time the mirrors' caps allow for the workload: the
-// database phase (every machine fetches core.db at once) and the package
+// database phase (every machine fetches the databases at once) and the package
 // phase, each one first-byte latency plus the bytes over the sum of the
 // fastest caps that as many downloads as run at once can use (a download
 // uses one mirror), and never less than the largest package over the
@@ -222,7 +227,9 @@ func (sc scenario) oracle(ms []machine, cs clientSetup) oracle {
 	caps := healthy(false)
 	var dbBytes, pkgBytes, largest float64
 	for _, m := range ms {
-		dbBytes += float64(m.db.size)
+		for _, db := range m.dbs {
+			dbBytes += float64(db.size)
+		}
 		for _, p := range m.packages {
 			pkgBytes += float64(p.size)
 			largest = max(largest, float64(p.size))

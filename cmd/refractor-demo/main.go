@@ -108,7 +108,12 @@ func (d *demo) run(ctx context.Context, tree *mirrorsim.List, parallel, rounds i
 	for _, p := range pkgs {
 		want += p.Size
 	}
-	db, _ := tree.Lookup("core/os/x86_64/core.db")
+	var dbs []mirrorsim.File // refractor learns the packages' hashes from them
+	for _, name := range []string{"core/os/x86_64/core.db", "extra/os/x86_64/extra.db"} {
+		if db, ok := tree.Lookup(name); ok {
+			dbs = append(dbs, db)
+		}
+	}
 	fmt.Printf("downloading %d packages (%.0f MiB) through %s, %d at a time, %d rounds\n\n",
 		len(pkgs), float64(want)/(1<<20), d.base, parallel, rounds)
 
@@ -138,8 +143,10 @@ func (d *demo) run(ctx context.Context, tree *mirrorsim.List, parallel, rounds i
 				}
 			}
 		})
-		if err := d.fetch(ctx, client, db); err != nil {
-			failed.Add(1)
+		for _, db := range dbs {
+			if err := d.fetch(ctx, client, db); err != nil {
+				failed.Add(1)
+			}
 		}
 		order := slices.Clone(pkgs)
 		rand.New(rand.NewPCG(uint64(round), 3)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
@@ -198,17 +205,12 @@ func (d *demo) fetch(ctx context.Context, client *http.Client, f mirrorsim.File)
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %s", resp.Status)
 	}
-	var check io.Writer = io.Discard
-	var checker *mirrorsim.Checker
-	if f.Generated() {
-		checker = mirrorsim.NewChecker(f.Name, 0)
-		check = checker
-	}
-	n, err := io.Copy(io.MultiWriter(check, counter{&d.bytes}), resp.Body)
+	checker := f.Checker(0)
+	n, err := io.Copy(io.MultiWriter(checker, counter{&d.bytes}), resp.Body)
 	if err != nil {
 		return err
 	}
-	if n != f.Size || (checker != nil && !checker.OK()) {
+	if n != f.Size || !checker.OK() {
 		return fmt.Errorf("corrupt: %d bytes, first wrong byte at %d", n, checker.Bad())
 	}
 	m := resp.Header.Get("Refractor-Mirror")

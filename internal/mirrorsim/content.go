@@ -140,6 +140,7 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 // generated file, from a starting offset. It never fails a write: ask OK,
 // Bad and Written afterwards.
 type Checker struct {
+	want    []byte // the file's bytes, when it is not generated
 	seed    uint64
 	off     int64
 	written int64
@@ -161,7 +162,16 @@ func (c *Checker) Write(p []byte) (int, error) {
 		}
 		k := min(len(p), len(c.scratch))
 		want := c.scratch[:k]
-		Fill(c.seed, c.off+c.written, want)
+		if c.want != nil {
+			at := min(c.off+c.written, int64(len(c.want)))
+			want = c.want[at:min(at+int64(k), int64(len(c.want)))]
+			if len(want) < k { // past the end: wrong
+				c.bad = c.off + c.written + int64(len(want))
+				break
+			}
+		} else {
+			Fill(c.seed, c.off+c.written, want)
+		}
 		if !bytes.Equal(p[:k], want) {
 			for i := range k {
 				if p[i] != want[i] {

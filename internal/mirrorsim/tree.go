@@ -31,6 +31,14 @@ func BytesFile(name string, data []byte) File {
 	return File{Name: name, Size: int64(len(data)), data: data}
 }
 
+// Checker returns a Checker of the file's bytes from offset off.
+func (f File) Checker(off int64) *Checker {
+	if f.data != nil {
+		return &Checker{want: f.data, off: off, bad: -1}
+	}
+	return NewChecker(f.Name, off)
+}
+
 // Open returns a reader of the file's content.
 func (f File) Open() io.ReadSeeker {
 	if f.data != nil {
@@ -116,7 +124,8 @@ type ArchConfig struct {
 	// Large is the size of the one large package. Default: a quarter of
 	// Total, at most 160 MiB.
 	Large int64
-	// DBSize is the size of core/os/x86_64/core.db. Default 3 MiB.
+	// DBSize is about the size of each database (core.db and extra.db,
+	// real pacman databases listing the packages). Default 3 MiB.
 	DBSize int64
 	// LastSync is the time written in lastsync. Default: ModTime.
 	LastSync time.Time
@@ -133,9 +142,11 @@ const (
 	bigMin, bigMax     = 10 << 20, 60 << 20
 )
 
-// Arch generates an Arch Linux-like tree: lastsync, core/os/x86_64/core.db
-// and packages under core/ and extra/, with a realistic mix of sizes. Only
-// the names and sizes are held; contents are generated as they are read.
+// Arch generates an Arch Linux-like tree: lastsync, packages under core/
+// and extra/, with a realistic mix of sizes, and the databases listing
+// them (core/os/x86_64/core.db, extra/os/x86_64/extra.db). Only the names
+// and sizes of packages are held; their contents are generated as they
+// are read.
 func Arch(c ArchConfig) *List {
 	if c.Total <= 0 {
 		c.Total = 1 << 30
@@ -186,8 +197,14 @@ func Arch(c ArchConfig) *List {
 		used += f.Size
 	}
 	fillClass(c.Total-used, smallMin, smallMax)
+	byRepo := map[string][]File{}
+	for _, f := range files {
+		repo := strings.Split(f.Name, "/")[0]
+		byRepo[repo] = append(byRepo[repo], f)
+	}
 	files = append(files,
-		GeneratedFile("core/os/x86_64/core.db", c.DBSize),
+		BytesFile("core/os/x86_64/core.db", PacmanDB(byRepo["core"], c.DBSize)),
+		BytesFile("extra/os/x86_64/extra.db", PacmanDB(byRepo["extra"], c.DBSize)),
 		BytesFile("lastsync", []byte(strconv.FormatInt(c.LastSync.Unix(), 10)+"\n")),
 	)
 	return NewList(files...)
