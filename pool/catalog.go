@@ -96,7 +96,7 @@ func byHashSum(rel string) *[32]byte {
 	return &sum
 }
 
-// lookup returns what is known of the file at rel. A file not known yet
+// lookup returns what is known of the file at rel. A package not known yet
 // waits (within learnWait, or until ctx ends) for the indexes being
 // learned: a client asks for packages right after their index.
 func (c *catalog) lookup(ctx context.Context, rel string) (entry, bool) {
@@ -105,21 +105,50 @@ func (c *catalog) lookup(ctx context.Context, rel string) (entry, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.files[rel]; ok {
-		return e, true
+	if e, ok := c.files[rel]; ok || !listable(rel) {
+		return e, ok
 	}
-	if c.pending > 0 {
-		timer := time.AfterFunc(learnWait, c.broadcast)
-		stop := context.AfterFunc(ctx, c.broadcast)
-		deadline := time.Now().Add(learnWait)
-		for c.pending > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
-			c.cond.Wait()
-		}
-		stop()
-		timer.Stop()
-	}
+	c.waitLearners(ctx)
 	e, ok := c.files[rel]
 	return e, ok
+}
+
+// waitLearners waits until no index is being learned, within learnWait or
+// until ctx ends. c.mu must be held.
+func (c *catalog) waitLearners(ctx context.Context) {
+	if c.pending == 0 {
+		return
+	}
+	timer := time.AfterFunc(learnWait, c.broadcast)
+	defer timer.Stop()
+	stop := context.AfterFunc(ctx, c.broadcast)
+	defer stop()
+	deadline := time.Now().Add(learnWait)
+	for c.pending > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
+		c.cond.Wait()
+	}
+}
+
+// listable reports whether an index could list the file at rel: a pacman
+// or Debian package (not a signature).
+func listable(rel string) bool {
+	base := path.Base(rel)
+	if strings.HasSuffix(base, ".sig") {
+		return false
+	}
+	return strings.Contains(base, ".pkg.tar.") || strings.HasSuffix(base, ".deb") ||
+		strings.HasSuffix(base, ".udeb") || strings.HasSuffix(base, ".ddeb")
+}
+
+// databaseOf is the pacman database that lists the package at rel in
+// Arch's layout (<repo>/os/<arch>/<file>), or "".
+func databaseOf(rel string) string {
+	segs := strings.Split(rel, "/")
+	n := len(segs)
+	if n < 4 || segs[n-3] != "os" || !strings.Contains(segs[n-1], ".pkg.tar.") {
+		return ""
+	}
+	return strings.Join(segs[:n-1], "/") + "/" + segs[n-4] + ".db"
 }
 
 // byHash is what is known of the apt by-hash file at rel, whose name is
@@ -143,20 +172,21 @@ func (c *catalog) broadcast() {
 
 // learn learns from the index at rel: from data, which mirror served in
 // full to a client (nil when none did), and from the mirrors the pool asks
-// itself until two agree. It runs in the background.
-func (p *Pool) learn(rel string, data []byte, mirror string) {
+// itself until two agree. It runs in the background, and reports whether
+// it started (it is not asked again within relearnAfter).
+func (p *Pool) learn(rel string, data []byte, mirror string) (started bool) {
 	c := p.catalog
 	c.mu.Lock()
 	if data == nil && time.Since(c.tried[rel]) < relearnAfter {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.tried[rel] = time.Now()
 	c.mu.Unlock()
 	p.mu.Lock() // drain waits for p.wg once stopped is set
 	if p.stopped {
 		p.mu.Unlock()
-		return
+		return false
 	}
 	p.wg.Add(1)
 	p.mu.Unlock()
@@ -194,6 +224,7 @@ func (p *Pool) learn(rel string, data []byte, mirror string) {
 			}
 		}
 	}()
+	return true
 }
 
 // vote records that mirror served data for the index at rel, and learns
@@ -291,6 +322,9 @@ func (p *Pool) learnFrom(rel string, data []byte) error {
 	if len(c.files)+len(found) > maxCatalogEntries {
 		clear(c.files)
 	}
+	if len(c.listed)+len(listed) > maxCatalogEntries/64 {
+		clear(c.listed)
+	}
 	for k, v := range found {
 		c.files[k] = v
 	}
@@ -302,14 +336,17 @@ func (p *Pool) learnFrom(rel string, data []byte) error {
 }
 
 // patched is the Packages file that the apt pdiff index at rel patches, as
-// a corroborated Release lists it (the best compressed), or "".
-func (c *catalog) patched(rel string) string {
+// a corroborated Release lists it (the best compressed), or "". It waits
+// for the indexes being learned: apt asks for the pdiffs right after the
+// Release.
+func (c *catalog) patched(ctx context.Context, rel string) string {
 	base, ok := strings.CutSuffix(rel, "/Packages.diff/Index")
 	if !ok {
 		return ""
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.waitLearners(ctx)
 	for _, ext := range []string{".xz", ".gz", ".bz2", ".zst", ""} {
 		if _, ok := c.files[base+"/Packages"+ext]; ok {
 			return base + "/Packages" + ext
@@ -395,7 +432,7 @@ func (t *transfer) learn() {
 	}
 	if !isIndex(t.rel) {
 		// apt updating Packages with pdiffs: the whole file never passes.
-		if pk := t.p.catalog.patched(t.rel); pk != "" {
+		if pk := t.p.catalog.patched(t.r.Context(), t.rel); pk != "" {
 			t.p.learn(pk, nil, "")
 		}
 		return

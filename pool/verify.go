@@ -44,12 +44,18 @@ var (
 
 // expecting looks up what the catalog says of the file the transfer
 // serves. Files that change in place are not looked up: their index may be
-// newer than the catalog's.
+// newer than the catalog's. A pacman package that no index has listed
+// (after a restart, or with a client that did not refresh its databases)
+// makes the pool fetch its database, and waits for it.
 func (t *transfer) expecting() {
-	if t.p.cfg.SkipVerify || t.changing || t.r.Method != http.MethodGet {
+	p := t.p
+	if p.cfg.SkipVerify || t.changing || t.r.Method != http.MethodGet {
 		return
 	}
-	t.expect, t.known = t.p.catalog.lookup(t.r.Context(), t.rel)
+	t.expect, t.known = p.catalog.lookup(t.r.Context(), t.rel)
+	if db := databaseOf(t.rel); !t.known && db != "" && p.learn(db, nil, "") {
+		t.expect, t.known = p.catalog.lookup(t.r.Context(), t.rel)
+	}
 }
 
 // checkLength reports whether resp's announced size disagrees with the

@@ -295,3 +295,23 @@ func TestVerifyLearnsPackagesPatchedByPdiffs(t *testing.T) {
 		t.Fatal("the liar is still in the pool")
 	}
 }
+
+// A client that asks for a package without refreshing its databases (or
+// the first after a restart) still gets it checked: the pool fetches the
+// database that lists it, from two mirrors, before answering.
+func TestVerifyFetchesTheDatabaseOfAnUnknownPackage(t *testing.T) {
+	name := "foo-1.0-1-x86_64.pkg.tar.zst"
+	pkgs := map[string][]byte{name: testmirror.Content(name, 300<<10)}
+	db := pacmanDB(t, pkgs)
+	liar := testmirror.New(t, repoTree(db, map[string][]byte{name: flipped(pkgs[name])}))
+	good1, good2 := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	p := servePool(t, Config{}, liar, good1, good2)
+	setSamples(t, p, liar.Base(), 50<<20) // asked first
+	rec, err := serve(t, p, nil, dirOf(dbName)+name)
+	if err != nil || !bytes.Equal(rec.Body.Bytes(), pkgs[name]) {
+		t.Fatalf("%d bytes from %s, Serve: %v; want the good file", rec.Body.Len(), rec.Header().Get(MirrorHeader), err)
+	}
+	if inPool(p, liar.Base()) {
+		t.Fatal("the liar is still in the pool")
+	}
+}
