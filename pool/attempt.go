@@ -93,7 +93,7 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 		}
 	}
 
-	t.contributed(w.key)
+	t.source = w.key
 	body := &meter{r: resp.Body, stall: p.cfg.StallTimeout, cancel: cancel,
 		minRate: p.trickleRate()}
 	defer body.stop()
@@ -125,7 +125,10 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 			return result{o: outcome{failed: true}, err: err}
 		}
 		t.commit(w.key, resp)
-		t.startHash()
+		t.startCheck()
+		if t.capture != nil && resp.StatusCode == http.StatusOK {
+			p.learn(t.rel, w.key) // a second copy, to corroborate the client's
+		}
 		for i, b := range blocks {
 			if err := t.queue(b); err != nil {
 				releaseBlocks(blocks[i+1:])
@@ -338,6 +341,11 @@ func (t *transfer) commit(mirror string, resp *http.Response) {
 	case http.StatusOK:
 		if resp.ContentLength >= 0 {
 			t.last, t.size = resp.ContentLength-1, resp.ContentLength
+		} else if t.known && t.expect.size >= 0 && t.r.Method == http.MethodGet {
+			// No length (chunked, or HTTP/2): the index's, so that a short
+			// body is caught, and the client can tell one too.
+			t.last, t.size = t.expect.size-1, t.expect.size
+			h.Set("Content-Length", strconv.FormatInt(t.size, 10))
 		}
 	case http.StatusPartialContent:
 		t.first, t.last, t.size, _ = parseContentRange(resp.Header.Get("Content-Range"))
@@ -519,9 +527,10 @@ func (t *transfer) queue(b *block) error {
 	n := int64(b.n) // b is the sink's once offered
 	if _, err := t.out.offer(b, true); err != nil {
 		b.release()
-		return fmt.Errorf("%w: %w", errClientGone, err)
+		return clientErr(err)
 	}
 	t.next += n
+	t.contributed()
 	return nil
 }
 
@@ -536,10 +545,11 @@ func (t *transfer) deliver(b *block, mayPark bool) (parked bool, err error) {
 	ok, err := t.out.offer(b, false)
 	if err != nil {
 		b.release()
-		return false, fmt.Errorf("%w: %w", errClientGone, err)
+		return false, clientErr(err)
 	}
 	if ok {
 		t.next += n
+		t.contributed()
 		return false, nil
 	}
 	if parked, err = t.room(mayPark); err != nil || parked {
@@ -558,7 +568,7 @@ func (t *transfer) room(mayPark bool) (parked bool, err error) {
 	for {
 		full, err := t.out.full()
 		if err != nil {
-			return false, fmt.Errorf("%w: %w", errClientGone, err)
+			return false, clientErr(err)
 		}
 		if !full {
 			return false, nil

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,69 +19,100 @@ import (
 	"go.uber.org/zap"
 )
 
-// The catalog: the size and SHA-256 of each file, as the repository's own
-// indexes say (pacman databases; apt's Release files, which give the hashes
-// of the Packages files, which give the packages'). An index is evidence,
-// not truth: refractor checks no signature, so an index teaches hashes only
-// once two mirrors serve the same bytes for it, or once a corroborated
-// Release lists its hash. Indexes are learned from what passes through to
-// clients, and fetched by the pool itself when a client's copy did not
-// pass through (a 304, a by-hash fetch).
+// The catalog: the size and SHA-256 of each package, as the repository's
+// own indexes say (pacman databases; apt's Release files, which give the
+// hashes of the Packages files, which give the packages'). An index is
+// evidence, not truth: refractor checks no signature, so an index teaches
+// hashes only once two mirrors serve the same bytes for it, or once a
+// corroborated Release lists its hash. Indexes are learned from what
+// passes through to clients and from the pool's own fetches: alongside a
+// client's download of an index (to corroborate it), and when a client's
+// copy did not pass through (a 304, a by-hash fetch, apt's pdiffs, a
+// package asked for without its database).
 
 const (
 	// maxIndexBytes bounds an index the pool keeps to learn from.
 	maxIndexBytes = 128 << 20
 	// maxCatalogEntries bounds the files a catalog knows; beyond it, it
-	// starts again from the indexes it sees next.
-	maxCatalogEntries = 2_000_000
-	// learnWait is how long a request for a file waits for an index being
-	// learned, so that the file can be checked.
-	learnWait = 10 * time.Second
-	// relearnAfter: an index whose copy did not pass through is fetched
-	// again by the pool at most this often.
+	// forgets everything and learns again from the indexes it sees next.
+	maxCatalogEntries = 1_000_000
+	// learnWait is how long a request for a package waits for an index
+	// being learned, so that the package can be checked: well under a
+	// client's stall limit (pacman gives up after 10 s without a byte).
+	learnWait = 4 * time.Second
+	// relearnAfter: the pool fetches an index itself at most this often.
 	relearnAfter = time.Minute
 	// learnVoters is how many mirrors a learner asks at most for one
-	// index before it gives up finding two that agree.
+	// index before it gives up finding two that agree; it asks the next
+	// while none has answered for hedgeAfter.
 	learnVoters = 4
+	hedgeAfter  = 2 * time.Second
 	// learnTimeout bounds one fetch of an index by the pool.
 	learnTimeout = time.Minute
 )
 
 // entry is what a repository's index says of one file. size is -1 when
-// only the hash is known (an apt by-hash name).
+// only the hash is known (an apt by-hash name no Release listed).
 type entry struct {
 	size int64
 	sum  [32]byte // SHA-256
 }
 
+// version is an index's version the catalog learned from.
+type version struct {
+	sum      [32]byte
+	modified string // its Last-Modified, if known: the pool's fetches are conditional
+}
+
 // catalog is a pool's knowledge of its repository's files. Its lock is a
 // leaf.
 type catalog struct {
-	mu      sync.Mutex
-	cond    sync.Cond                        // on mu: a learner finished
-	files   map[string]entry                 // file path → what a corroborated index says of it
-	listed  map[[32]byte]string              // hash → path of an index a corroborated Release lists
-	learned map[string][32]byte              // index path → the version learned from
-	tried   map[string]time.Time             // index path → when the pool last fetched it
-	votes   map[string]map[[32]byte][]string // index path → version → mirrors that served it
-	pending int                              // learners under way
+	mu       sync.Mutex
+	cond     sync.Cond                        // on mu: a learner finished
+	files    map[string]entry                 // package path → what a corroborated index says of it
+	indexes  map[string]entry                 // apt index path → what a corroborated Release says of it
+	listed   map[[32]byte]string              // hash → path of a Packages file in indexes
+	learned  map[string]version               // index path → the version learned
+	votes    map[string]map[[32]byte][]string // index path → version → mirrors that served it
+	tried    map[string]time.Time             // index path → when the pool last fetched it
+	learning map[string]bool                  // index paths with a learner under way
 }
 
 func newCatalog() *catalog {
-	c := &catalog{
-		files:   make(map[string]entry),
-		listed:  make(map[[32]byte]string),
-		learned: make(map[string][32]byte),
-		tried:   make(map[string]time.Time),
-		votes:   make(map[string]map[[32]byte][]string),
-	}
+	c := &catalog{learning: make(map[string]bool), tried: make(map[string]time.Time)}
 	c.cond.L = &c.mu
+	c.forget()
 	return c
 }
 
+// forget starts the catalog over. c.mu must be held, or c new.
+func (c *catalog) forget() {
+	c.files = make(map[string]entry)
+	c.indexes = make(map[string]entry)
+	c.listed = make(map[[32]byte]string)
+	c.learned = make(map[string]version)
+	c.votes = make(map[string]map[[32]byte][]string)
+}
+
+// kindOf is the kind of index rel is, and its path as the repository names
+// it (an apt by-hash file is the Packages file a Release lists with its
+// hash), or repoindex.None.
+func (c *catalog) kindOf(rel string) (repoindex.Kind, string) {
+	if sum := byHashSum(rel); sum != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if listed, ok := c.listed[*sum]; ok {
+			return repoindex.AptPackages, listed
+		}
+		return repoindex.None, ""
+	}
+	return repoindex.KindOf(rel), rel
+}
+
 // isIndex reports whether rel is an index the catalog learns from.
-func isIndex(rel string) bool {
-	return repoindex.KindOf(rel) != repoindex.None || byHashSum(rel) != nil
+func (c *catalog) isIndex(rel string) bool {
+	kind, _ := c.kindOf(rel)
+	return kind != repoindex.None
 }
 
 // byHashSum is the hash an apt by-hash path names, or nil.
@@ -100,11 +132,14 @@ func byHashSum(rel string) *[32]byte {
 // waits (within learnWait, or until ctx ends) for the indexes being
 // learned: a client asks for packages right after their index.
 func (c *catalog) lookup(ctx context.Context, rel string) (entry, bool) {
-	if sum := byHashSum(rel); sum != nil {
-		return c.byHash(rel, *sum), true
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if sum := byHashSum(rel); sum != nil {
+		if e, ok := c.indexes[c.listed[*sum]]; ok && e.sum == *sum {
+			return e, true
+		}
+		return entry{size: -1, sum: *sum}, true
+	}
 	if e, ok := c.files[rel]; ok || !listable(rel) {
 		return e, ok
 	}
@@ -116,7 +151,7 @@ func (c *catalog) lookup(ctx context.Context, rel string) (entry, bool) {
 // waitLearners waits until no index is being learned, within learnWait or
 // until ctx ends. c.mu must be held.
 func (c *catalog) waitLearners(ctx context.Context) {
-	if c.pending == 0 {
+	if len(c.learning) == 0 {
 		return
 	}
 	timer := time.AfterFunc(learnWait, c.broadcast)
@@ -124,9 +159,15 @@ func (c *catalog) waitLearners(ctx context.Context) {
 	stop := context.AfterFunc(ctx, c.broadcast)
 	defer stop()
 	deadline := time.Now().Add(learnWait)
-	for c.pending > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
+	for len(c.learning) > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
 		c.cond.Wait()
 	}
+}
+
+func (c *catalog) broadcast() {
+	c.mu.Lock()
+	c.cond.Broadcast()
+	c.mu.Unlock()
 }
 
 // listable reports whether an index could list the file at rel: a pacman
@@ -151,194 +192,10 @@ func databaseOf(rel string) string {
 	return strings.Join(segs[:n-1], "/") + "/" + segs[n-4] + ".db"
 }
 
-// byHash is what is known of the apt by-hash file at rel, whose name is
-// its hash: its size too when a Release listed it.
-func (c *catalog) byHash(rel string, sum [32]byte) entry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if listed, ok := c.listed[sum]; ok {
-		if e, ok := c.files[listed]; ok && e.sum == sum {
-			return e
-		}
-	}
-	return entry{size: -1, sum: sum}
-}
-
-func (c *catalog) broadcast() {
-	c.mu.Lock()
-	c.cond.Broadcast()
-	c.mu.Unlock()
-}
-
-// learn learns from the index at rel: from data, which mirror served in
-// full to a client (nil when none did), and from the mirrors the pool asks
-// itself until two agree. It runs in the background, and reports whether
-// it started (it is not asked again within relearnAfter).
-func (p *Pool) learn(rel string, data []byte, mirror string) (started bool) {
-	c := p.catalog
-	c.mu.Lock()
-	if data == nil && time.Since(c.tried[rel]) < relearnAfter {
-		c.mu.Unlock()
-		return false
-	}
-	c.tried[rel] = time.Now()
-	c.mu.Unlock()
-	p.mu.Lock() // drain waits for p.wg once stopped is set
-	if p.stopped {
-		p.mu.Unlock()
-		return false
-	}
-	p.wg.Add(1)
-	p.mu.Unlock()
-	c.mu.Lock()
-	c.pending++
-	c.mu.Unlock()
-	go func() {
-		defer p.wg.Done()
-		defer func() {
-			c.mu.Lock()
-			c.pending--
-			c.cond.Broadcast()
-			c.mu.Unlock()
-		}()
-		asked := map[string]bool{}
-		if data != nil {
-			asked[mirror] = true
-			if p.vote(rel, data, mirror) {
-				return
-			}
-		}
-		for range learnVoters {
-			m := ranked(p, func(sts []standing) *worker { return freshestOther(sts, asked) })
-			if m == nil || p.ctx.Err() != nil {
-				return
-			}
-			asked[m.key] = true
-			data, err := p.fetchIndex(m, rel)
-			if err != nil {
-				p.log.Debug("fetching an index failed", zap.String("mirror", m.key), zap.String("path", rel), zap.Error(err))
-				continue
-			}
-			if p.vote(rel, data, m.key) {
-				return
-			}
-		}
-	}()
-	return true
-}
-
-// vote records that mirror served data for the index at rel, and learns
-// from it once it is corroborated. It reports whether the index is known
-// now.
-func (p *Pool) vote(rel string, data []byte, mirror string) bool {
-	c := p.catalog
-	sum := sha256.Sum256(data)
-	c.mu.Lock()
-	if c.learned[rel] == sum {
-		c.mu.Unlock()
-		return true
-	}
-	listedAs, listed := c.listed[sum]
-	if named := byHashSum(rel); named != nil && *named != sum {
-		c.mu.Unlock()
-		return false // not the file its name says: a mirror's fault
-	}
-	corroborated := listed
-	if !listed {
-		if c.votes[rel] == nil || len(c.votes[rel]) > learnVoters {
-			c.votes[rel] = make(map[[32]byte][]string)
-		}
-		voters := c.votes[rel][sum]
-		if !containsString(voters, mirror) {
-			voters = append(voters, mirror)
-		}
-		c.votes[rel][sum] = voters
-		corroborated = len(voters) >= 2
-	}
-	c.mu.Unlock()
-	if !corroborated {
-		return false
-	}
-	if !listed {
-		listedAs = rel
-	}
-	if err := p.learnFrom(listedAs, data); err != nil {
-		p.log.Warn("a corroborated index cannot be read", zap.String("path", rel), zap.Error(err))
-		return false
-	}
-	c.mu.Lock()
-	c.learned[rel] = sum
-	delete(c.votes, rel)
-	c.mu.Unlock()
-	return true
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-// learnFrom parses the corroborated index at rel (its path as the
-// repository names it: an apt by-hash file is learned as the index it
-// is) and adds what it says to the catalog.
-func (p *Pool) learnFrom(rel string, data []byte) error {
-	c := p.catalog
-	found := make(map[string]entry)
-	listed := make(map[[32]byte]string)
-	lim := repoindex.DefaultLimits
-	add := func(prefix string) func(string, repoindex.Entry) error {
-		return func(name string, e repoindex.Entry) error {
-			found[prefix+name] = entry{size: e.Size, sum: e.SHA256}
-			return nil
-		}
-	}
-	var err error
-	switch repoindex.KindOf(rel) {
-	case repoindex.PacmanDB:
-		err = repoindex.ParsePacmanDB(bytes.NewReader(data), lim, add(dirOf(rel)))
-	case repoindex.AptRelease:
-		dir := dirOf(rel)
-		_, err = repoindex.ParseRelease(bytes.NewReader(data), lim, func(name string, e repoindex.Entry) error {
-			found[dir+name] = entry{size: e.Size, sum: e.SHA256}
-			if repoindex.KindOf(name) == repoindex.AptPackages {
-				listed[e.SHA256] = dir + name
-			}
-			return nil
-		})
-	case repoindex.AptPackages:
-		err = repoindex.ParsePackages(bytes.NewReader(data), lim, add(aptRoot(rel)))
-	default:
-		return fmt.Errorf("%s: not an index", rel)
-	}
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.files)+len(found) > maxCatalogEntries {
-		clear(c.files)
-	}
-	if len(c.listed)+len(listed) > maxCatalogEntries/64 {
-		clear(c.listed)
-	}
-	for k, v := range found {
-		c.files[k] = v
-	}
-	for k, v := range listed {
-		c.listed[k] = v
-	}
-	p.log.Info("learned a repository index", zap.String("path", rel), zap.Int("files", len(found)))
-	return nil
-}
-
 // patched is the Packages file that the apt pdiff index at rel patches, as
-// a corroborated Release lists it (the best compressed), or "". It waits
-// for the indexes being learned: apt asks for the pdiffs right after the
-// Release.
+// a corroborated Release lists it (the best compressed), if the catalog
+// has not learned that version yet; else "". It waits for the indexes
+// being learned: apt asks for the pdiffs right after the Release.
 func (c *catalog) patched(ctx context.Context, rel string) string {
 	base, ok := strings.CutSuffix(rel, "/Packages.diff/Index")
 	if !ok {
@@ -348,11 +205,203 @@ func (c *catalog) patched(ctx context.Context, rel string) string {
 	defer c.mu.Unlock()
 	c.waitLearners(ctx)
 	for _, ext := range []string{".xz", ".gz", ".bz2", ".zst", ""} {
-		if _, ok := c.files[base+"/Packages"+ext]; ok {
-			return base + "/Packages" + ext
+		pk := base + "/Packages" + ext
+		if e, ok := c.indexes[pk]; ok {
+			if c.learned[pk].sum == e.sum {
+				return ""
+			}
+			return pk
 		}
 	}
 	return ""
+}
+
+// learn starts a learner of the index at rel, unless one is under way or
+// the pool fetched it within relearnAfter: it asks mirrors other than
+// exclude (whose copy a client is getting, and votes with) for it, the
+// freshest and fastest first, until two agree. It reports whether it
+// started one.
+func (p *Pool) learn(rel, exclude string) bool {
+	c := p.catalog
+	c.mu.Lock()
+	if c.learning[rel] || time.Since(c.tried[rel]) < relearnAfter {
+		c.mu.Unlock()
+		return false
+	}
+	p.mu.Lock() // drain waits for p.wg once stopped is set
+	if p.stopped {
+		p.mu.Unlock()
+		c.mu.Unlock()
+		return false
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	c.tried[rel] = time.Now()
+	c.learning[rel] = true
+	if len(c.tried) > maxCatalogEntries/64 {
+		clear(c.tried)
+	}
+	since := c.learned[rel].modified
+	c.mu.Unlock()
+	go func() {
+		defer p.wg.Done()
+		defer func() {
+			c.mu.Lock()
+			delete(c.learning, rel)
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		}()
+		p.gather(rel, exclude, since)
+	}()
+	return true
+}
+
+// fetched is one mirror's answer to a learner.
+type fetched struct {
+	mirror, modified string
+	data             []byte
+	err              error
+}
+
+// gather fetches the index at rel from fresh mirrors other than exclude,
+// a new one whenever none has answered for hedgeAfter or one failed, and
+// votes with each copy, until the index is learned or learnVoters mirrors
+// were asked. A mirror that answers 304 to If-Modified-Since (the learned
+// version's date) ends it: nothing is new.
+func (p *Pool) gather(rel, exclude, since string) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+	asked := map[string]bool{exclude: true}
+	answers := make(chan fetched, learnVoters)
+	running, launched := 0, 0
+	launch := func() {
+		w := ranked(p, func(sts []standing) *worker { return freshestOther(sts, asked) })
+		if w == nil || launched >= learnVoters {
+			return
+		}
+		asked[w.key] = true
+		launched++
+		running++
+		go func() {
+			data, modified, err := p.fetchIndex(ctx, w, rel, since)
+			answers <- fetched{w.key, modified, data, err}
+		}()
+	}
+	launch()
+	hedge := time.NewTicker(hedgeAfter)
+	defer hedge.Stop()
+	for running > 0 {
+		select {
+		case a := <-answers:
+			running--
+			switch {
+			case errors.Is(a.err, errNotModified):
+				return
+			case a.err != nil:
+				p.log.Debug("fetching an index failed", zap.String("mirror", a.mirror), zap.String("path", rel), zap.Error(a.err))
+			case p.vote(rel, a.data, a.mirror, a.modified):
+				return
+			}
+			launch()
+		case <-hedge.C:
+			launch()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// vote records that mirror served data (of the given Last-Modified) for
+// the index at rel, and learns from it once it is corroborated. It reports
+// whether the catalog knows that version now.
+func (p *Pool) vote(rel string, data []byte, mirror, modified string) bool {
+	c := p.catalog
+	kind, name := c.kindOf(rel)
+	if kind == repoindex.None {
+		return false
+	}
+	sum := sha256.Sum256(data)
+	c.mu.Lock()
+	if c.learned[rel].sum == sum {
+		c.mu.Unlock()
+		return true
+	}
+	if named := byHashSum(rel); named != nil && *named != sum {
+		c.mu.Unlock()
+		return false // not the file its name says
+	}
+	corroborated := c.indexes[name].sum == sum && kind == repoindex.AptPackages
+	if !corroborated {
+		if c.votes[rel] == nil || len(c.votes[rel]) > learnVoters {
+			c.votes[rel] = make(map[[32]byte][]string)
+		}
+		voters := c.votes[rel][sum]
+		if !slices.Contains(voters, mirror) {
+			voters = append(voters, mirror)
+		}
+		c.votes[rel][sum] = voters
+		corroborated = len(voters) >= 2
+	}
+	c.mu.Unlock()
+	if !corroborated {
+		return false
+	}
+	if err := p.learnFrom(kind, name, data); err != nil {
+		p.log.Warn("a corroborated index cannot be read", zap.String("path", rel), zap.Error(err))
+		return false
+	}
+	c.mu.Lock()
+	c.learned[rel] = version{sum: sum, modified: modified}
+	delete(c.votes, rel)
+	c.mu.Unlock()
+	return true
+}
+
+// learnFrom parses the corroborated index of that kind at rel (its path as
+// the repository names it) and adds what it says to the catalog: packages
+// to files, and the apt indexes a Release lists to indexes (they change
+// with each Release: they are checked only by their by-hash names).
+func (p *Pool) learnFrom(kind repoindex.Kind, rel string, data []byte) error {
+	c := p.catalog
+	found := make(map[string]entry)
+	lim := repoindex.DefaultLimits
+	add := func(prefix string) func(string, repoindex.Entry) error {
+		return func(name string, e repoindex.Entry) error {
+			found[prefix+name] = entry{size: e.Size, sum: e.SHA256}
+			return nil
+		}
+	}
+	var err error
+	switch kind {
+	case repoindex.PacmanDB:
+		err = repoindex.ParsePacmanDB(bytes.NewReader(data), lim, add(dirOf(rel)))
+	case repoindex.AptRelease:
+		_, err = repoindex.ParseRelease(bytes.NewReader(data), lim, add(dirOf(rel)))
+	case repoindex.AptPackages:
+		err = repoindex.ParsePackages(bytes.NewReader(data), lim, add(aptRoot(rel)))
+	default:
+		err = errors.New("not an index")
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.files)+len(c.indexes)+len(found) > maxCatalogEntries {
+		c.forget()
+	}
+	for k, v := range found {
+		if kind != repoindex.AptRelease {
+			c.files[k] = v
+			continue
+		}
+		c.indexes[k] = v
+		if repoindex.KindOf(k) == repoindex.AptPackages {
+			c.listed[v.sum] = k
+		}
+	}
+	p.log.Info("learned a repository index", zap.String("path", rel), zap.Int("files", len(found)))
+	return nil
 }
 
 // dirOf is the directory of rel with a trailing slash, or "".
@@ -372,74 +421,71 @@ func aptRoot(rel string) string {
 	return ""
 }
 
-// freshestOther is the best worker among the freshest not in asked, or
-// nil.
-func freshestOther(sts []standing, asked map[string]bool) *worker {
-	wt := want{exclude: asked, fresh: true}
-	newest := newestSync(sts, asked)
-	var best *standing
-	for i, s := range sts {
-		if wt.allows(s, newest) && (best == nil || s.score > best.score) {
-			best = &sts[i]
-		}
-	}
-	if best == nil {
-		return nil
-	}
-	return best.w
-}
+var errNotModified = errors.New("not modified")
 
 // fetchIndex fetches the index at rel from w's mirror, outside the
-// dispatcher: one request per index version.
-func (p *Pool) fetchIndex(w *worker, rel string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(p.ctx, learnTimeout)
+// dispatcher (one request per index version), if modified since the given
+// Last-Modified (errNotModified otherwise). It returns the index and its
+// Last-Modified.
+func (p *Pool) fetchIndex(ctx context.Context, w *worker, rel, since string) ([]byte, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, learnTimeout)
 	defer cancel()
+	fail := func(err error) ([]byte, string, error) {
+		return nil, "", fmt.Errorf("fetching %s from %s: %w", rel, w.key, err)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fileURL(w.mirror, rel), nil)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	req.Header["User-Agent"] = nil
+	if since != "" {
+		req.Header.Set("If-Modified-Since", since)
+	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, &statusError{resp.Status}
-	}
-	if resp.ContentLength > maxIndexBytes {
-		return nil, errors.New("index too large")
+	switch {
+	case resp.StatusCode == http.StatusNotModified && since != "":
+		return nil, "", errNotModified
+	case resp.StatusCode != http.StatusOK:
+		return fail(&statusError{resp.Status})
+	case resp.ContentLength > maxIndexBytes:
+		return fail(errors.New("index too large"))
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxIndexBytes+1))
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if len(data) > maxIndexBytes {
-		return nil, errors.New("index too large")
+		return fail(errors.New("index too large"))
 	}
 	if resp.ContentLength >= 0 && int64(len(data)) != resp.ContentLength {
-		return nil, errShortBody
+		return fail(errShortBody)
 	}
-	return data, nil
+	return data, resp.Header.Get("Last-Modified"), nil
 }
 
 // learn hands an index the transfer served to the catalog: the copy the
-// client got, if whole, or else only the news that the client fetched it
-// (the pool then fetches it itself, now and then).
+// client got, if whole, is a vote; otherwise the pool fetches the index
+// itself (now and then). A pdiff index makes the pool fetch the Packages
+// file it patches.
 func (t *transfer) learn() {
-	if t.p.cfg.SkipVerify {
+	p := t.p
+	if p.cfg.SkipVerify {
 		return
 	}
-	if !isIndex(t.rel) {
-		// apt updating Packages with pdiffs: the whole file never passes.
-		if pk := t.p.catalog.patched(t.r.Context(), t.rel); pk != "" {
-			t.p.learn(pk, nil, "")
-		}
+	if pk := p.catalog.patched(t.r.Context(), t.rel); pk != "" {
+		p.learn(pk, "")
 		return
 	}
-	if t.capture != nil && t.status == http.StatusOK && (t.size < 0 || int64(len(*t.capture)) == t.size) {
-		t.p.learn(t.rel, *t.capture, t.mirror)
+	if t.capture == nil || !p.catalog.isIndex(t.rel) {
 		return
 	}
-	t.p.learn(t.rel, nil, "")
+	if t.status == http.StatusOK && (t.size < 0 || int64(len(*t.capture)) == t.size) {
+		p.vote(t.rel, *t.capture, t.mirror, t.modified)
+		return
+	}
+	p.learn(t.rel, "")
 }

@@ -108,12 +108,16 @@ func (r *refetchRecorder) Refetched(n int64) { r.refetched.Add(n) }
 // for a while.
 type stallingClient struct {
 	*httptest.ResponseRecorder
-	stall  time.Duration
-	writes atomic.Int32
+	stall   time.Duration
+	writes  atomic.Int32
+	onStall func() // if set, called as the stall begins
 }
 
 func (c *stallingClient) Write(b []byte) (int, error) {
 	if c.writes.Add(1) == 1 {
+		if c.onStall != nil {
+			c.onStall()
+		}
 		time.Sleep(c.stall)
 	}
 	return c.ResponseRecorder.Write(b)
@@ -128,7 +132,7 @@ func TestStalledClientParksAndResumes(t *testing.T) {
 	files := mirrorFiles(3 << 20)
 	m := testmirror.New(t, files)
 	obs := &refetchRecorder{}
-	p := servePool(t, Config{Observer: obs}, m)
+	p := servePool(t, Config{Observer: obs, SkipVerify: true}, m) // it counts every request
 	client := &stallingClient{ResponseRecorder: httptest.NewRecorder(), stall: 2 * parkAfter}
 	if err := p.Serve(client, httptest.NewRequest(http.MethodGet, "/"+pkgName, nil), pkgName); err != nil {
 		t.Fatal(err)

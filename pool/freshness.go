@@ -31,7 +31,8 @@ func (p *Pool) probeSync(workers []*worker) {
 				p.log.Debug("no sync time from mirror", zap.String("mirror", w.key), zap.Error(err))
 				return
 			}
-			if !saneSync(t, time.Now()) {
+			t, ok := believedSync(t, time.Now())
+			if !ok {
 				p.log.Warn("ignoring a sync time in the future", zap.String("mirror", w.key), zap.Time("last_sync", t))
 				return
 			}
@@ -49,8 +50,19 @@ func (p *Pool) probeSync(workers []*worker) {
 // and give it every index).
 const maxClockSkew = 5 * time.Minute
 
-// saneSync reports whether a mirror's sync time t is believable at now.
-func saneSync(t, now time.Time) bool { return !t.After(now.Add(maxClockSkew)) }
+// believedSync is a mirror's sync time t as the pool believes it at now:
+// one further than maxClockSkew in the future is not believed (ok false);
+// a nearer one is taken as now, so that a clock a little ahead does not
+// make its mirror the only fresh one either.
+func believedSync(t, now time.Time) (_ time.Time, ok bool) {
+	if t.After(now.Add(maxClockSkew)) {
+		return time.Time{}, false
+	}
+	if t.After(now) {
+		return now, true
+	}
+	return t, true
+}
 
 // fetchSync reads a mirror's sync file: a Unix time in seconds, as the
 // lastsync file at the root of Arch Linux mirrors.

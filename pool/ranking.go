@@ -164,6 +164,23 @@ func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float6
 	return out[:min(n, len(out))]
 }
 
+// freshestOther is the best worker among the freshest not in asked, or
+// nil.
+func freshestOther(sts []standing, asked map[string]bool) *worker {
+	wt := want{exclude: asked, fresh: true}
+	newest := newestSync(sts, asked)
+	var best *standing
+	for i, s := range sts {
+		if wt.allows(s, newest) && (best == nil || s.score > best.score) {
+			best = &sts[i]
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return best.w
+}
+
 // bestOthers lists up to n workers other than the mirror key's, whatever
 // their load, ranked ones first, best first.
 func bestOthers(sts []standing, key string, n, trial int) []*worker {

@@ -204,9 +204,7 @@ func (p *Pool) join(u *url.URL, c Candidate, probation int) *worker {
 	if !c.Remote {
 		p.guard.allow(u)
 	}
-	if !saneSync(c.LastSync, time.Now()) {
-		c.LastSync = time.Time{}
-	}
+	c.LastSync, _ = believedSync(c.LastSync, time.Now())
 	p.state.mu.Lock()
 	w := &worker{mirror: u, key: key, remote: c.Remote, stats: p.state.stats(key, p.cfg.Window), joined: time.Now(), lastSync: c.LastSync, probation: probation}
 	p.workers = append(p.workers, w)

@@ -75,6 +75,10 @@ func releaseBlocks(bs []*block) {
 type sink struct {
 	w       http.ResponseWriter
 	written atomic.Int64 // bytes written to the client
+	// check, if set before the first offer, sees each block before it is
+	// written, in the writer goroutine; an error stops the sink with it,
+	// the block unwritten (verify.go).
+	check func([]byte) error
 
 	mu      sync.Mutex // a leaf lock: nothing else is locked while it is held
 	queue   []*block   // not yet written, in order
@@ -305,7 +309,14 @@ func (s *sink) run() {
 		s.mu.Unlock()
 		signal(s.room)
 
-		n, err := s.w.Write(b.data())
+		var n int
+		err := error(nil)
+		if s.check != nil {
+			err = s.check(b.data())
+		}
+		if err == nil {
+			n, err = s.w.Write(b.data())
+		}
 		s.written.Add(int64(n))
 		b.release()
 

@@ -203,9 +203,8 @@ func (s *splitter) write() error {
 		}
 		head := s.chunks[0]
 		data := (*head.buf)[pos-head.first : head.n]
-		mirror := head.mirror
+		t.source = head.mirror
 		s.mu.Unlock()
-		t.contributed(mirror)
 
 		if err := t.send(data); err != nil {
 			return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"maps"
 	"net/http"
 	"path"
@@ -37,7 +36,7 @@ func (p *Pool) Serve(w http.ResponseWriter, r *http.Request, rel string) error {
 		tried:    make(map[string]bool),
 		start:    time.Now(),
 	}
-	if isIndex(rel) && !p.cfg.SkipVerify && r.Method == http.MethodGet && r.Header.Get("Range") == "" {
+	if !p.cfg.SkipVerify && r.Method == http.MethodGet && r.Header.Get("Range") == "" && p.catalog.isIndex(rel) {
 		t.capture = new([]byte)
 	}
 	p.begin()
@@ -79,13 +78,12 @@ type transfer struct {
 	expect    entry           // what the repository's index says of the file, if known
 	known     bool            // expect holds
 
-	// Verification (verify.go): the body's hash so far, up to offset
-	// hashed; whether it matched; the mirrors whose bytes the client got;
-	// and the copy of an index kept to learn from (catalog.go).
-	hash         hash.Hash
-	hashed       int64
-	verified     bool
+	// Verification (verify.go): the check of the bytes the client gets,
+	// the mirrors whose bytes were queued for it, and the copy of an index
+	// kept to learn from (catalog.go).
+	check        *checker
 	contributors map[string]bool
+	source       string // whose bytes are being queued
 	capture      *[]byte
 
 	// Set once the response is committed to the client.
@@ -228,7 +226,7 @@ func (t *transfer) waitClient() error {
 	for {
 		ok, err := t.out.drained()
 		if err != nil {
-			return fmt.Errorf("%w: %w", errClientGone, err)
+			return clientErr(err)
 		}
 		if ok {
 			return nil
@@ -256,9 +254,9 @@ func (t *transfer) giveUp(err error) error {
 	case errors.Is(err, errQueueFull), errors.Is(err, errQueueTimeout), errors.Is(err, errClosed), errors.Is(err, errNoWorkers):
 		status, retryAfter = http.StatusServiceUnavailable, 5*time.Second
 		err = fmt.Errorf("no mirror available: %w", err)
-	case errors.Is(err, errNotFound), errors.Is(err, errNoUntried) && len(t.notFound) > 0:
-		// Every mirror that answered said the file is not there; the
-		// others did not answer at all.
+	case errors.Is(err, errNotFound), errors.Is(err, errNoUntried) && len(t.notFound) == t.attempts:
+		// A fresh mirror, or every mirror asked, said the file is not
+		// there.
 		status = http.StatusNotFound
 		err = fmt.Errorf("%s: not found on %d mirrors (%s)", t.rel, len(t.notFound), strings.Join(t.notFound, ", "))
 	case errors.Is(err, errNoUntried):
@@ -321,7 +319,9 @@ func (t *transfer) splitOver(mirror string, helpers []standing, rate float64) er
 // it, and penalises the mirrors that claimed not to have a file another
 // mirror had: they are stale.
 func (t *transfer) finish() error {
-	if err := t.closeSink(false); err != nil {
+	if err := t.closeSink(false); errors.Is(err, errLied) || errors.Is(err, errLength) {
+		return t.mismatch(err)
+	} else if err != nil {
 		return t.clientGone()
 	}
 	if len(t.notFound) > 0 && t.status < 300 {

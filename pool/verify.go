@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
 	"time"
 
@@ -53,7 +54,7 @@ func (t *transfer) expecting() {
 		return
 	}
 	t.expect, t.known = p.catalog.lookup(t.r.Context(), t.rel)
-	if db := databaseOf(t.rel); !t.known && db != "" && p.learn(db, nil, "") {
+	if db := databaseOf(t.rel); !t.known && db != "" && p.learn(db, "") {
 		t.expect, t.known = p.catalog.lookup(t.r.Context(), t.rel)
 	}
 }
@@ -98,20 +99,59 @@ func (p *Pool) trusted(w *worker) bool {
 // checked reports whether the committed response's bytes are checked
 // against the file's hash at its end: then the hash, not validators, tells
 // whether a continuation is the same file.
-func (t *transfer) checked() bool { return t.hash != nil }
+func (t *transfer) checked() bool { return t.check != nil }
 
-// startHash begins hashing the committed response if it is the whole of a
-// file whose hash is known.
-func (t *transfer) startHash() {
-	if t.known && t.status == http.StatusOK {
-		t.hash = sha256.New()
+// startCheck makes the client's sink check the committed response if it
+// is the whole of a file whose hash is known.
+func (t *transfer) startCheck() {
+	if t.known && t.status == http.StatusOK && t.size >= 0 {
+		t.check = &checker{h: sha256.New(), size: t.size, want: t.expect.sum}
+		t.out.check = t.check.write
 	}
 }
 
-// tap sees every block on its way to the client, in file order, at
-// offset at: it hashes what it has not hashed yet, keeps a copy of an
-// index, and checks the hash once the last byte is in. A mismatch is
-// errLied: the block must not be sent.
+// checker hashes the bytes written to the client, in the sink's goroutine
+// (the only one that uses it until the sink stops): exactly what the
+// client gets, whatever was parked, dropped and fetched again on the way.
+// The block that completes the file is written only if the hash matches.
+type checker struct {
+	h    hash.Hash
+	n    int64 // bytes hashed
+	size int64
+	want [32]byte
+	ok   bool // the whole file matched; read once the sink has stopped
+}
+
+// write hashes b, the next bytes for the client, and says whether they
+// may be written.
+func (c *checker) write(b []byte) error {
+	if c.n+int64(len(b)) > c.size {
+		return fmt.Errorf("%w: more than the %d bytes of the file", errLength, c.size)
+	}
+	c.h.Write(b)
+	c.n += int64(len(b))
+	if c.n < c.size {
+		return nil
+	}
+	if !bytes.Equal(c.h.Sum(nil), c.want[:]) {
+		return errLied
+	}
+	c.ok = true
+	return nil
+}
+
+// clientErr is an error of the client's sink as the transfer sees it: the
+// client went away, or the file failed its check.
+func clientErr(err error) error {
+	if errors.Is(err, errLied) || errors.Is(err, errLength) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errClientGone, err)
+}
+
+// tap sees every block on its way to the client's sink, in file order, at
+// offset at: it refuses bytes past the announced end, and keeps a copy of
+// an index (which is never parked, so never sees bytes twice).
 func (t *transfer) tap(b []byte, at int64) error {
 	if t.last >= 0 && at+int64(len(b)) > t.last+1 {
 		return fmt.Errorf("%w: more bytes than the %d announced", errLength, t.last-t.first+1)
@@ -125,20 +165,6 @@ func (t *transfer) tap(b []byte, at int64) error {
 			}
 		}
 	}
-	if t.hash == nil {
-		return nil
-	}
-	if end := at + int64(len(b)); end > t.hashed && at <= t.hashed {
-		t.hash.Write(b[t.hashed-at:])
-		t.hashed = end
-	}
-	if t.hashed < t.size || t.verified {
-		return nil
-	}
-	if !bytes.Equal(t.hash.Sum(nil), t.expect.sum[:]) {
-		return errLied
-	}
-	t.verified = true
 	return nil
 }
 
@@ -160,22 +186,21 @@ func (t *transfer) checkHeld(blocks []*block) error {
 	return nil
 }
 
-// contributed records that mirror's bytes reached the response.
-func (t *transfer) contributed(mirror string) {
+// contributed records that bytes of t.source went to the client.
+func (t *transfer) contributed() {
 	if t.contributors == nil {
-		t.contributors = make(map[string]bool)
+		t.contributors = make(map[string]bool, 1)
 	}
-	t.contributors[mirror] = true
+	t.contributors[t.source] = true
 }
 
 // settle tells the pool what the check of a finished transfer showed of
 // the mirrors whose bytes it holds: each is one file closer to trust.
 func (t *transfer) settle() {
-	if !t.verified {
+	if t.check == nil || !t.check.ok {
 		return
 	}
 	p := t.p
-	p.mu.Lock()
 	p.state.mu.Lock()
 	for key := range t.contributors {
 		if ms := p.state.mirrors[key]; ms != nil {
@@ -183,7 +208,6 @@ func (t *transfer) settle() {
 		}
 	}
 	p.state.mu.Unlock()
-	p.mu.Unlock()
 }
 
 // liars are the mirrors to blame for a file that failed its check on w's
@@ -220,7 +244,7 @@ func (p *Pool) lied(rel string, keys []string, err error) {
 	for _, k := range keys {
 		if ms := p.state.mirrors[k]; ms != nil {
 			ms.verified = 0
-			ms.lied = len(keys) == 1
+			ms.lied = ms.lied || len(keys) == 1
 		}
 	}
 	p.state.mu.Unlock()

@@ -11,6 +11,8 @@ import (
 	"net/http/httptest"
 	"path"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -185,7 +187,7 @@ func TestVerifyBelievesOnlyACorroboratedIndex(t *testing.T) {
 	pollFor(t, 10*time.Second, "the catalog to learn the database the other mirrors agree on", func() bool {
 		p.catalog.mu.Lock()
 		defer p.catalog.mu.Unlock()
-		return p.catalog.learned[dbName] == sha256.Sum256(db)
+		return p.catalog.learned[dbName].sum == sha256.Sum256(db)
 	})
 	for i := range 6 { // every mirror serves it, on trial
 		rec, err := serve(t, p, nil, dirOf(dbName)+name)
@@ -310,6 +312,134 @@ func TestVerifyFetchesTheDatabaseOfAnUnknownPackage(t *testing.T) {
 	rec, err := serve(t, p, nil, dirOf(dbName)+name)
 	if err != nil || !bytes.Equal(rec.Body.Bytes(), pkgs[name]) {
 		t.Fatalf("%d bytes from %s, Serve: %v; want the good file", rec.Body.Len(), rec.Header().Get(MirrorHeader), err)
+	}
+	if inPool(p, liar.Base()) {
+		t.Fatal("the liar is still in the pool")
+	}
+}
+
+// trust makes key's mirror trusted, as if it had served trustAfter files
+// that verified: its files stream as they come.
+func trust(t *testing.T, p *Pool, key string) {
+	t.Helper()
+	w := workerOf(t, p, key)
+	p.state.mu.Lock()
+	w.stats.verified = trustAfter
+	p.state.mu.Unlock()
+}
+
+// A mirror that sends a known file without a length (chunked) is not a
+// liar: the index gives the length, and the client gets it too.
+func TestVerifyAcceptsAKnownFileWithoutLength(t *testing.T) {
+	name := "foo-1.0-1-x86_64.pkg.tar.zst"
+	pkgs := map[string][]byte{name: testmirror.Content(name, 300<<10)}
+	db := pacmanDB(t, pkgs)
+	tree := repoTree(db, pkgs)
+	chunked := mbStart(t, func(w http.ResponseWriter, r *http.Request) {
+		b, ok := tree[strings.TrimPrefix(r.URL.Path, "/repo/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Last-Modified", testmirror.ModTime.UTC().Format(http.TimeFormat))
+		w.WriteHeader(http.StatusOK)
+		_ = http.NewResponseController(w).Flush() // chunked: no Content-Length
+		w.Write(b)
+	})
+	good := testmirror.New(t, tree)
+	obs := &lieRecorder{}
+	p := mbStartPool(t, Config{Observer: obs}, chunked.base(), good.Base())
+	learnDB(t, p)
+	setSamples(t, p, chunked.base(), 50<<20)
+	for _, trusted := range []bool{false, true} {
+		if trusted {
+			trust(t, p, chunked.base())
+		}
+		rec, err := serve(t, p, nil, dirOf(dbName)+name)
+		if err != nil || !bytes.Equal(rec.Body.Bytes(), pkgs[name]) || rec.Header().Get(MirrorHeader) != chunked.base() {
+			t.Fatalf("trusted %v: %d bytes from %s, Serve: %v; want the file from the chunked mirror",
+				trusted, rec.Body.Len(), rec.Header().Get(MirrorHeader), err)
+		}
+		if got := rec.Header().Get("Content-Length"); got != strconv.Itoa(len(pkgs[name])) {
+			t.Fatalf("trusted %v: Content-Length %q, want the index's %d", trusted, got, len(pkgs[name]))
+		}
+	}
+	if obs.count() != 0 || !inPool(p, chunked.base()) {
+		t.Fatalf("%d verify failures, in pool %v: an honest mirror was taken for a liar", obs.count(), inPool(p, chunked.base()))
+	}
+}
+
+// A transfer parked by a stalled client and resumed from a mirror that
+// lies only in its Range answers is caught: the bytes checked are the
+// bytes the client gets, so the response is aborted before its end.
+func TestVerifyChecksWhatAResumedTransferSends(t *testing.T) {
+	name := "big-1.0-1-x86_64.pkg.tar.zst"
+	pkgs := map[string][]byte{name: testmirror.Content(name, 3<<20)}
+	db := pacmanDB(t, pkgs)
+	first := testmirror.New(t, repoTree(db, pkgs))
+	good := pkgs[name]
+	rangeLiar := mbStart(t, func(w http.ResponseWriter, r *http.Request) {
+		rel := strings.TrimPrefix(r.URL.Path, "/repo/")
+		content := good
+		if first, _, ok := mbParseRange(r.Header.Get("Range"), len(good)); ok {
+			// Honest for whole files; in a range, the first byte is wrong:
+			// the bytes a parked transfer dropped, and fetches again.
+			content = bytes.Clone(good)
+			content[first] ^= 0xff
+		}
+		if rel == dbName {
+			content = db
+		} else if rel != dirOf(dbName)+name {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, path.Base(rel), testmirror.ModTime, bytes.NewReader(content))
+	})
+	p := mbStartPool(t, Config{}, first.Base(), rangeLiar.base())
+	learnDB(t, p)
+	setSamples(t, p, first.Base(), 50<<20) // the download starts there
+	trust(t, p, first.Base())
+	trust(t, p, rangeLiar.base())
+	client := &stallingClient{ResponseRecorder: httptest.NewRecorder(), stall: 2 * parkAfter}
+	client.onStall = func() { first.SetFault(testmirror.Status500, name, 0) } // the resume goes elsewhere
+	err := p.Serve(client, httptest.NewRequest(http.MethodGet, "/"+dirOf(dbName)+name, nil), dirOf(dbName)+name)
+	if err == nil && !bytes.Equal(client.Body.Bytes(), good) {
+		t.Fatalf("the client got a wrong file of %d bytes, ended cleanly", client.Body.Len())
+	}
+	if err == nil {
+		t.Skip("the transfer did not resume on the range liar: the test proves nothing this time")
+	}
+	if !errors.Is(err, ErrAborted) {
+		t.Fatalf("Serve: %v, want ErrAborted", err)
+	}
+}
+
+// A mirror whose attempt failed before any of its bytes reached the
+// client is not one of the file's contributors: when the mirror that did
+// serve it turns out to lie, that liar alone is blamed, and evicted.
+func TestVerifyBlamesOnlyWhoseBytesWereSent(t *testing.T) {
+	name := "big-1.0-1-x86_64.pkg.tar.zst"
+	pkgs := map[string][]byte{name: testmirror.Content(name, 2<<20)}
+	db := pacmanDB(t, pkgs)
+	broken := testmirror.New(t, repoTree(db, pkgs))
+	broken.SetFault(testmirror.ShortBody, name, 1000) // fails in its peek
+	liar := testmirror.New(t, repoTree(db, map[string][]byte{name: flipped(pkgs[name])}))
+	obs := &lieRecorder{}
+	p := servePool(t, Config{Observer: obs, PeekSize: 64 << 10}, broken, liar)
+	learnDB(t, p)
+	setSamples(t, p, broken.Base(), 50<<20) // tried first
+	setSamples(t, p, liar.Base(), 10<<20)
+	trust(t, p, broken.Base())
+	trust(t, p, liar.Base())
+	_, err := serve(t, p, nil, dirOf(dbName)+name)
+	if !errors.Is(err, ErrAborted) {
+		t.Fatalf("Serve: %v, want ErrAborted", err)
+	}
+	obs.mu.Lock()
+	lies := slices.Clone(obs.lies)
+	obs.mu.Unlock()
+	if len(lies) != 1 || !slices.Equal(lies[0], []string{liar.Base()}) {
+		t.Fatalf("blamed %v, want the liar alone", lies)
 	}
 	if inPool(p, liar.Base()) {
 		t.Fatal("the liar is still in the pool")
