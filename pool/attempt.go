@@ -120,6 +120,11 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 			}
 			return res
 		}
+		t.expectLate()
+		if err := t.checkLength(resp); err != nil {
+			releaseBlocks(blocks)
+			return result{o: outcome{failed: true}, err: err}
+		}
 		if err := t.checkPeeked(resp, blocks, eof); err != nil {
 			releaseBlocks(blocks)
 			return result{o: outcome{failed: true}, err: err}

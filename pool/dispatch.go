@@ -268,7 +268,7 @@ func (p *Pool) standings() []standing {
 	p.scratch = p.scratch[:0]
 	for _, w := range p.workers {
 		p.scratch = append(p.scratch, standing{
-			w: w, key: w.key, score: w.stats.score(), samples: w.stats.count,
+			w: w, key: w.key, score: w.stats.trialScore(p.cfg.TrialSamples), samples: w.stats.count,
 			load: w.load, served: w.served, lastSync: w.lastSync, probation: w.probation,
 		})
 	}

@@ -159,6 +159,23 @@ func (ms *mirrorStats) score() float64 {
 	return float64(bytes) / max(d.Seconds(), 1e-6)
 }
 
+// trialScore is the score, counting the small transfers not yet a sample
+// while the window holds fewer than trial samples: a mirror whose trial
+// ends by its number of transfers (all of them small) is ranked by what
+// they showed, not as a mirror that moved nothing.
+func (ms *mirrorStats) trialScore(trial int) float64 {
+	if ms.count >= trial || ms.pending.bytes == 0 {
+		return ms.score()
+	}
+	var bytes int64
+	d := ms.pending.time
+	for _, s := range ms.samples[:ms.count] {
+		bytes += s.bytes
+		d += s.time
+	}
+	return float64(bytes+ms.pending.bytes) / max(d.Seconds(), 1e-6)
+}
+
 // coolingDown reports whether mirror left the pool recently, forgetting
 // cool-downs that have expired: a mirror back from one starts a fresh trial.
 func (s *State) coolingDown(mirror string, now time.Time) bool {

@@ -59,6 +59,14 @@ func (t *transfer) expecting() {
 	}
 }
 
+// expectLate looks up, before the commit, a file the catalog did not know
+// when the request came: an index learned meanwhile still checks it.
+func (t *transfer) expectLate() {
+	if !t.known && !t.p.cfg.SkipVerify && !t.changing && t.r.Method == http.MethodGet {
+		t.expect, t.known = t.p.catalog.known(t.rel)
+	}
+}
+
 // checkLength reports whether resp's announced size disagrees with the
 // catalog's.
 func (t *transfer) checkLength(resp *http.Response) error {
