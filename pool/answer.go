@@ -129,15 +129,20 @@ const witnesses = 2
 // needs no witness (the index gives it; the whole body is peeked, which
 // shows where it ends; the file changes in place; w has earned trust; it
 // is the last chance), it asks the best two other mirrors with a HEAD, at
-// once, and returns what waits for their answers: an error if one gave a
-// length and none gave the same (the liar may be one of them). Witnesses
-// that cannot tell (an error, no length) do not stop the download.
-func (t *transfer) askWitness(w *worker, resp *http.Response, lastChance bool) (wait func() error) {
+// once. wait waits for their answers: an error if one gave a length and
+// none gave the same (the liar may be one of them); witnesses that cannot
+// tell (an error, no length) do not stop the download. cancel gives up on
+// them.
+func (t *transfer) askWitness(w *worker, resp *http.Response, lastChance bool) (wait func() error, cancel func()) {
 	p := t.p
-	if lastChance || t.known || t.changing || resp.StatusCode != http.StatusOK || resp.ContentLength <= p.cfg.PeekSize || p.trusted(w) {
-		return func() error { return nil }
+	none := func() error { return nil }
+	if lastChance || t.known || t.changing || resp.StatusCode != http.StatusOK || resp.ContentLength <= p.cfg.PeekSize || p.trusted(w, true) {
+		return none, func() {}
 	}
 	others := ranked(p, func(sts []standing) []*worker { return bestOthers(sts, w.key, witnesses, p.cfg.TrialSamples) })
+	if len(others) == 0 {
+		return none, func() {}
+	}
 	ctx, cancel := context.WithTimeout(t.r.Context(), witnessTimeout)
 	said := make(chan int64, len(others))
 	for _, o := range others {
@@ -149,6 +154,7 @@ func (t *transfer) askWitness(w *worker, resp *http.Response, lastChance bool) (
 		for range others {
 			switch n := <-said; {
 			case n == resp.ContentLength:
+				t.witnessed = w.key
 				return nil
 			case n >= 0:
 				other = n
@@ -158,7 +164,7 @@ func (t *transfer) askWitness(w *worker, resp *http.Response, lastChance bool) (
 			return fmt.Errorf("%w: %d bytes, other mirrors say %d", errLength, resp.ContentLength, other)
 		}
 		return nil
-	}
+	}, cancel
 }
 
 // headLength asks w's mirror for the length of the file at rel, or -1 if

@@ -105,12 +105,12 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 			t.commit(w.key, resp)
 			return result{step: stepDone, o: outcome{success: true}}
 		}
-		witnessed := t.askWitness(w, resp, lastChance)
+		witnessed, giveUp := t.askWitness(w, resp, lastChance)
 		blocks, eof, blame, err := t.peek(w, body, resp.ContentLength, t.holds(w, resp), cancel, lastChance)
 		if err == nil {
 			err = witnessed()
 		} else {
-			witnessed()
+			giveUp()
 		}
 		if err != nil {
 			releaseBlocks(blocks)

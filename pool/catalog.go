@@ -46,11 +46,13 @@ const (
 	// relearnAfter: the pool fetches an index itself at most this often.
 	relearnAfter = time.Minute
 	// learnVoters is how many mirrors a learner asks at most for one
-	// index before it gives up finding two that agree. It asks two at
-	// once (in a cold pool the first pick may be the slowest mirror), and
-	// another whenever none has answered for hedgeAfter.
+	// index before it gives up finding two that agree. It asks another
+	// whenever none has answered for hedgeAfter (in a cold pool the first
+	// pick may be the slowest mirror). Asking two at once from the start
+	// cost the degrade scenario of make bench a fifth of its throughput:
+	// the copies took the fast mirrors in the seconds that count.
 	learnVoters = 4
-	hedgeAfter  = 500 * time.Millisecond
+	hedgeAfter  = time.Second
 	// learnTimeout bounds one fetch of an index by the pool.
 	learnTimeout = time.Minute
 )
@@ -80,7 +82,11 @@ type catalog struct {
 	votes    map[string]map[[32]byte][]string // index path → version → mirrors that served it
 	tried    map[string]time.Time             // index path → when the pool last fetched it
 	learning map[string]bool                  // index paths with a learner under way
+	disputes map[string]map[[32]byte][]string // file path → hash served against its entry → by whom
 }
+
+// maxDisputes bounds the files whose entries are disputed at once.
+const maxDisputes = 1024
 
 func newCatalog() *catalog {
 	c := &catalog{learning: make(map[string]bool), tried: make(map[string]time.Time)}
@@ -276,7 +282,8 @@ type fetched struct {
 }
 
 // gather fetches the index at rel from fresh mirrors other than exclude,
-// a new one whenever none has answered for hedgeAfter or one failed, and
+// one at first, another whenever none has answered for hedgeAfter or one
+// failed, and
 // votes with each copy, until the index is learned or learnVoters mirrors
 // were asked. A mirror that answers 304 to If-Modified-Since (the learned
 // version's date) ends it: nothing is new.
@@ -299,7 +306,6 @@ func (p *Pool) gather(rel, exclude, since string) {
 			answers <- fetched{w.key, modified, data, err}
 		}()
 	}
-	launch()
 	launch()
 	hedge := time.NewTicker(hedgeAfter)
 	defer hedge.Stop()

@@ -25,20 +25,48 @@ import (
 // errNonPublic is a refused dial.
 var errNonPublic = errors.New("refusing to connect to a non-public address")
 
-// cgnat is the carrier-grade NAT range (RFC 6598), private in practice.
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+// Ranges that are not public besides those netip.Addr knows: carrier-grade
+// NAT (RFC 6598), IETF protocol assignments, benchmarking, reserved.
+var notPublic = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+}
 
-// IsPublic reports whether a is a public unicast address. IPv4-mapped
-// IPv6 forms are judged as the IPv4 address they carry.
+// IPv6 forms that carry an IPv4 address: NAT64 (RFC 6052), 6to4 (RFC
+// 3056) and the deprecated IPv4-compatible form.
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour = netip.MustParsePrefix("2002::/16")
+	v4compat  = netip.MustParsePrefix("::/96")
+)
+
+// IsPublic reports whether a is a public unicast address. IPv6 forms that
+// carry an IPv4 address (mapped, NAT64, 6to4, compatible) are judged as
+// the IPv4 address they carry.
 func IsPublic(a netip.Addr) bool {
 	a = a.Unmap()
+	if a.Is6() {
+		b := a.As16()
+		switch {
+		case nat64.Contains(a), v4compat.Contains(a) && !a.IsLoopback() && !a.IsUnspecified():
+			return IsPublic(netip.AddrFrom4([4]byte(b[12:16])))
+		case sixToFour.Contains(a):
+			return IsPublic(netip.AddrFrom4([4]byte(b[2:6])))
+		}
+	}
 	switch {
 	case !a.IsValid(), a.IsLoopback(), a.IsPrivate(), a.IsUnspecified(),
 		a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(), a.IsInterfaceLocalMulticast(),
-		a.IsMulticast(), cgnat.Contains(a):
+		a.IsMulticast():
 		return false
-	case a.Is4() && a.As4()[0] == 0: // "this network"
-		return false
+	}
+	for _, p := range notPublic {
+		if p.Contains(a) {
+			return false
+		}
 	}
 	return true
 }

@@ -31,6 +31,15 @@ func TestIsPublic(t *testing.T) {
 		{"::ffff:192.168.0.1", false},
 		{"::ffff:8.8.8.8", true},
 		{"224.0.0.1", false},
+		{"192.0.0.8", false},
+		{"198.18.0.1", false},
+		{"240.0.0.1", false},
+		{"64:ff9b::7f00:1", false},  // NAT64 of 127.0.0.1
+		{"64:ff9b::808:808", true},  // NAT64 of 8.8.8.8
+		{"2002:c0a8:101::1", false}, // 6to4 of 192.168.1.1
+		{"2002:808:808::1", true},
+		{"::7f00:1", false}, // IPv4-compatible 127.0.0.1
+		{"::a00:1", false},  // IPv4-compatible 10.0.0.1
 	} {
 		if got := IsPublic(netip.MustParseAddr(c.addr)); got != c.public {
 			t.Errorf("IsPublic(%s) = %v, want %v", c.addr, got, c.public)

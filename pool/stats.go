@@ -47,10 +47,12 @@ type mirrorStats struct {
 	failStreak int
 
 	// Verification (verify.go): files served that matched their index's
-	// hash since the mirror last failed a check, and whether it served
-	// bytes that did not match.
-	verified int
-	lied     bool
+	// hash since the mirror last failed a check, files whose length other
+	// mirrors corroborated, and whether it served bytes that did not
+	// match.
+	verified  int
+	witnessed int // files served whole whose length other mirrors corroborated
+	lied      bool
 
 	// Lifetime counters, for the status view.
 	requests int64

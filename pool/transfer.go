@@ -84,6 +84,7 @@ type transfer struct {
 	check        *checker
 	contributors map[string]bool
 	source       string // whose bytes are being queued
+	witnessed    string // the mirror whose length other mirrors corroborated
 	capture      *[]byte
 
 	// Set once the response is committed to the client.
@@ -133,7 +134,11 @@ func (t *transfer) run() error {
 		res := t.attempt(w, lastChance)
 		lied := errors.Is(res.err, errLied)
 		if lied { // before the release, which then evicts the liar
-			p.lied(t.rel, t.liars(w), res.err)
+			if t.committed {
+				t.blame(t.liars(w), res.err)
+			} else {
+				p.lied(t.rel, t.liars(w), res.err) // checkHeld disputed the entry
+			}
 		}
 		p.release(w, res.o)
 		switch res.step {

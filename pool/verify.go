@@ -1,12 +1,12 @@
 package pool
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
 	"net/http"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -86,22 +86,23 @@ func (t *transfer) checkLength(resp *http.Response) error {
 	return nil
 }
 
-// holds reports whether a response from w, of the given size, is to be
-// checked whole before anything is sent: w is not trusted yet, the file's
-// hash is known and the response is all of it.
+// holds reports whether resp, from w, is to be checked whole before
+// anything is sent: w is not trusted yet, the file's hash is known and
+// the response is all of it.
 func (t *transfer) holds(w *worker, resp *http.Response) bool {
 	if !t.known || resp.StatusCode != http.StatusOK || resp.ContentLength < 0 || resp.ContentLength > holdBudget {
 		return false
 	}
-	return !t.p.trusted(w)
+	return !t.p.trusted(w, false)
 }
 
 // trusted reports whether w's mirror has earned trust: it served
-// trustAfter files that verified.
-func (p *Pool) trusted(w *worker) bool {
+// trustAfter files that verified, or, for a length only, as many whose
+// length other mirrors corroborated.
+func (p *Pool) trusted(w *worker, lengthOnly bool) bool {
 	p.state.mu.Lock()
 	defer p.state.mu.Unlock()
-	return w.stats.verified >= trustAfter
+	return w.stats.verified >= trustAfter || (lengthOnly && w.stats.witnessed >= trustAfter)
 }
 
 // checked reports whether the committed response's bytes are checked
@@ -127,7 +128,8 @@ type checker struct {
 	n    int64 // bytes hashed
 	size int64
 	want [32]byte
-	ok   bool // the whole file matched; read once the sink has stopped
+	got  [32]byte // the file's hash, once whole
+	ok   bool     // the whole file matched; read once the sink has stopped
 }
 
 // write hashes b, the next bytes for the client, and says whether they
@@ -141,7 +143,8 @@ func (c *checker) write(b []byte) error {
 	if c.n < c.size {
 		return nil
 	}
-	if !bytes.Equal(c.h.Sum(nil), c.want[:]) {
+	c.got = [32]byte(c.h.Sum(nil))
+	if c.got != c.want {
 		return errLied
 	}
 	c.ok = true
@@ -188,7 +191,8 @@ func (t *transfer) checkHeld(blocks []*block) error {
 	if t.expect.size >= 0 && n != t.expect.size {
 		return fmt.Errorf("%w: %d bytes, the index says %d", errLength, n, t.expect.size)
 	}
-	if !bytes.Equal(h.Sum(nil), t.expect.sum[:]) {
+	if got := [32]byte(h.Sum(nil)); got != t.expect.sum {
+		t.p.dispute(t.rel, got, t.source)
 		return errLied
 	}
 	return nil
@@ -205,17 +209,20 @@ func (t *transfer) contributed() {
 // settle tells the pool what the check of a finished transfer showed of
 // the mirrors whose bytes it holds: each is one file closer to trust.
 func (t *transfer) settle() {
+	p := t.p
+	p.state.mu.Lock()
+	defer p.state.mu.Unlock()
+	if ms := p.state.mirrors[t.witnessed]; ms != nil && len(t.contributors) == 1 && t.contributors[t.witnessed] {
+		ms.witnessed++
+	}
 	if t.check == nil || !t.check.ok {
 		return
 	}
-	p := t.p
-	p.state.mu.Lock()
 	for key := range t.contributors {
 		if ms := p.state.mirrors[key]; ms != nil {
 			ms.verified++
 		}
 	}
-	p.state.mu.Unlock()
 }
 
 // liars are the mirrors to blame for a file that failed its check on w's
@@ -233,11 +240,48 @@ func (t *transfer) liars(w *worker) []string {
 }
 
 // mismatch ends a committed response whose file failed its check after
-// its fetchers were released (a split).
+// its fetchers were released (a split, or the check of its last block).
 func (t *transfer) mismatch(err error) error {
-	t.p.lied(t.rel, t.liars(nil), err)
+	t.blame(t.liars(nil), err)
 	t.failures = append(t.failures, err.Error())
 	return t.abort()
+}
+
+// blame reports a file that failed its check, served by keys; one mirror
+// that served all of it disputes the index's entry with the hash it gave.
+func (t *transfer) blame(keys []string, err error) {
+	if len(keys) == 1 && t.check != nil && t.check.got != ([32]byte{}) {
+		t.p.dispute(t.rel, t.check.got, keys[0])
+	}
+	t.p.lied(t.rel, keys, err)
+}
+
+// dispute records that mirror served, for the file at rel, bytes of hash
+// sum that the catalog's entry contradicts. Once two mirrors agree
+// against the entry, the entry goes: the index may be what is wrong (a
+// file rebuilt under the same name), and the catalog learns the file again
+// from the next index that lists it.
+func (p *Pool) dispute(rel string, sum [32]byte, mirror string) {
+	c := p.catalog
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.disputes == nil || len(c.disputes) > maxDisputes {
+		c.disputes = make(map[string]map[[32]byte][]string)
+	}
+	if c.disputes[rel] == nil {
+		c.disputes[rel] = make(map[[32]byte][]string)
+	}
+	by := c.disputes[rel][sum]
+	if !slices.Contains(by, mirror) {
+		by = append(by, mirror)
+	}
+	c.disputes[rel][sum] = by
+	if len(by) >= 2 {
+		delete(c.files, rel)
+		delete(c.disputes, rel)
+		p.log.Warn("two mirrors agree against the index: its entry is dropped",
+			zap.String("path", rel), zap.Strings("mirrors", by))
+	}
 }
 
 // lied reports a file at rel that failed its check: the one mirror that

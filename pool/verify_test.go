@@ -445,3 +445,58 @@ func TestVerifyBlamesOnlyWhoseBytesWereSent(t *testing.T) {
 		t.Fatal("the liar is still in the pool")
 	}
 }
+
+// A mirror whose lengths other mirrors corroborated for trustAfter files
+// has earned trust for lengths: its next large files cost no HEADs.
+func TestWitnessesStopOnceLengthsAreTrusted(t *testing.T) {
+	files := mirrorFiles(2 << 20)
+	var heads atomic.Int64
+	serveFiles := func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			heads.Add(1)
+		}
+		b, ok := files[strings.TrimPrefix(r.URL.Path, "/repo/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, path.Base(r.URL.Path), testmirror.ModTime, bytes.NewReader(b))
+	}
+	a, b, c := mbStart(t, serveFiles), mbStart(t, serveFiles), mbStart(t, serveFiles)
+	p := mbStartPool(t, Config{PeekSize: 64 << 10, SkipVerify: true}, a.base(), b.base(), c.base())
+	setSamples(t, p, a.base(), 50<<20, 50<<20, 50<<20) // ranked, the best: it serves them all
+	setSamples(t, p, b.base(), 1<<20, 1<<20, 1<<20)
+	setSamples(t, p, c.base(), 1<<20, 1<<20, 1<<20)
+	for i := range trustAfter + 2 {
+		rec, err := serve(t, p, nil, pkgName)
+		if err != nil || !bytes.Equal(rec.Body.Bytes(), files[pkgName]) || rec.Header().Get(MirrorHeader) != a.base() {
+			t.Fatalf("request %d: %d bytes from %s, Serve: %v", i, rec.Body.Len(), rec.Header().Get(MirrorHeader), err)
+		}
+	}
+	if got := heads.Load(); got != witnesses*trustAfter {
+		t.Fatalf("%d HEADs to witnesses, want %d: %d per file until the mirror is trusted", got, witnesses*trustAfter, witnesses)
+	}
+}
+
+// When two mirrors agree against the index on a file (a file rebuilt
+// under the same name, an index gone wrong), the index's entry for it is
+// dropped: it stops condemning every mirror that has the file.
+func TestVerifyDropsAnEntryTwoMirrorsDispute(t *testing.T) {
+	name := "foo-1.0-1-x86_64.pkg.tar.zst"
+	listed := testmirror.Content(name, 100<<10)
+	rebuilt := flipped(listed)
+	db := pacmanDB(t, map[string][]byte{name: listed})
+	a := testmirror.New(t, repoTree(db, map[string][]byte{name: rebuilt}))
+	b := testmirror.New(t, repoTree(db, map[string][]byte{name: rebuilt}))
+	c := testmirror.New(t, repoTree(db, map[string][]byte{name: rebuilt}))
+	p := servePool(t, Config{}, a, b, c)
+	learnDB(t, p)
+	rel := dirOf(dbName) + name
+	if _, ok := p.catalog.known(rel); !ok {
+		t.Fatal("the database's entry was not learned")
+	}
+	serve(t, p, nil, rel) // two of them, at least, are asked and disagree with the index
+	if _, ok := p.catalog.known(rel); ok {
+		t.Fatal("the entry two mirrors agree against is still in the catalog")
+	}
+}
