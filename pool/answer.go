@@ -56,7 +56,7 @@ func (t *transfer) checkAnswer(resp *http.Response) error {
 	if isHTML(resp) && !t.htmlExpected() {
 		return errHTML
 	}
-	if t.r.Method == http.MethodGet && undelimited(resp) && !t.known {
+	if t.r.Method == http.MethodGet && undelimited(resp) && (!t.known || t.expect.size < 0) {
 		return errUndelimited
 	}
 	return nil

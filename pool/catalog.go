@@ -36,12 +36,14 @@ const (
 	// maxCatalogEntries bounds the files a catalog knows; beyond it, it
 	// forgets everything and learns again from the indexes it sees next.
 	maxCatalogEntries = 1_000_000
-	// learnWait is how long a request for a package waits for an index
-	// being learned, so that the package can be checked; the index may
-	// still be learned before the package's response is committed, and
-	// then it checks it too (expectLate). make bench measured a longer
-	// wait (1.5 s) at 1.6x the time of a cold pool's first download, as
-	// corroborating a database takes a second copy from an unknown mirror.
+	// learnWait: a request for a package waits for an index being learned,
+	// so that the package can be checked, until this long after the
+	// learner began (waitLearners); the index may still be learned before
+	// the package's response is committed, and then it checks it too
+	// (expectLate). make bench measured every request of the learning
+	// window waiting 250 ms at 1.2-1.5x the time of a cold pool's first
+	// download, as corroborating a database takes a second copy from a
+	// mirror of unknown speed.
 	learnWait = 250 * time.Millisecond
 	// relearnAfter: the pool fetches an index itself at most this often.
 	relearnAfter = time.Minute
@@ -81,7 +83,7 @@ type catalog struct {
 	learned  map[string]version               // index path → the version learned
 	votes    map[string]map[[32]byte][]string // index path → version → mirrors that served it
 	tried    map[string]time.Time             // index path → when the pool last fetched it
-	learning map[string]bool                  // index paths with a learner under way
+	learning map[string]time.Time             // index paths with a learner under way, and when it began
 	disputes map[string]map[[32]byte][]string // file path → hash served against its entry → by whom
 }
 
@@ -89,7 +91,7 @@ type catalog struct {
 const maxDisputes = 1024
 
 func newCatalog() *catalog {
-	c := &catalog{learning: make(map[string]bool), tried: make(map[string]time.Time)}
+	c := &catalog{learning: make(map[string]time.Time), tried: make(map[string]time.Time)}
 	c.cond.L = &c.mu
 	c.forget()
 	return c
@@ -166,17 +168,26 @@ func (c *catalog) known(rel string) (entry, bool) {
 	return e, ok
 }
 
-// waitLearners waits until no index is being learned, within learnWait or
-// until ctx ends. c.mu must be held.
+// waitLearners waits for the indexes being learned, until learnWait after
+// the newest learner began, or until ctx ends: a package asked for right
+// after its index waits a moment for it; later ones, while a slow mirror
+// sends the second copy, do not wait at all. c.mu must be held.
 func (c *catalog) waitLearners(ctx context.Context) {
-	if len(c.learning) == 0 {
+	var newest time.Time
+	for _, began := range c.learning {
+		if began.After(newest) {
+			newest = began
+		}
+	}
+	deadline := newest.Add(learnWait)
+	wait := time.Until(deadline)
+	if len(c.learning) == 0 || wait <= 0 {
 		return
 	}
-	timer := time.AfterFunc(learnWait, c.broadcast)
+	timer := time.AfterFunc(wait, c.broadcast)
 	defer timer.Stop()
 	stop := context.AfterFunc(ctx, c.broadcast)
 	defer stop()
-	deadline := time.Now().Add(learnWait)
 	for len(c.learning) > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
 		c.cond.Wait()
 	}
@@ -242,7 +253,7 @@ func (c *catalog) patched(ctx context.Context, rel string) string {
 func (p *Pool) learn(rel, exclude string) bool {
 	c := p.catalog
 	c.mu.Lock()
-	if c.learning[rel] || time.Since(c.tried[rel]) < relearnAfter {
+	if _, busy := c.learning[rel]; busy || time.Since(c.tried[rel]) < relearnAfter {
 		c.mu.Unlock()
 		return false
 	}
@@ -255,7 +266,7 @@ func (p *Pool) learn(rel, exclude string) bool {
 	p.wg.Add(1)
 	p.mu.Unlock()
 	c.tried[rel] = time.Now()
-	c.learning[rel] = true
+	c.learning[rel] = time.Now()
 	if len(c.tried) > maxCatalogEntries/64 {
 		clear(c.tried)
 	}
