@@ -468,13 +468,17 @@ func TestWitnessesStopOnceLengthsAreTrusted(t *testing.T) {
 	setSamples(t, p, b.base(), 1<<20, 1<<20, 1<<20)
 	setSamples(t, p, c.base(), 1<<20, 1<<20, 1<<20)
 	for i := range trustAfter + 2 {
+		before := heads.Load()
 		rec, err := serve(t, p, nil, pkgName)
 		if err != nil || !bytes.Equal(rec.Body.Bytes(), files[pkgName]) || rec.Header().Get(MirrorHeader) != a.base() {
 			t.Fatalf("request %d: %d bytes from %s, Serve: %v", i, rec.Body.Len(), rec.Header().Get(MirrorHeader), err)
 		}
-	}
-	if got := heads.Load(); got != witnesses*trustAfter {
-		t.Fatalf("%d HEADs to witnesses, want %d: %d per file until the mirror is trusted", got, witnesses*trustAfter, witnesses)
+		// A witness that agrees ends the wait, and the other's HEAD may be
+		// cancelled before it arrives: at least one a file, until trusted.
+		asked := heads.Load() - before
+		if trusted := i >= trustAfter; trusted && asked != 0 || !trusted && asked == 0 {
+			t.Fatalf("request %d: %d HEADs to witnesses; want some for each of the first %d files, then none", i, asked, trustAfter)
+		}
 	}
 }
 
