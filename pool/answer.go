@@ -97,9 +97,15 @@ func bodyLength(resp *http.Response) int64 {
 }
 
 // checkPeeked reports why the peeked start of resp's body (all of it if
-// eof) cannot be committed: a body that ended short of its announced
-// length, or a whole file that fails its check (verify.go).
+// eof) cannot be committed: a length the index, learned during the peek,
+// contradicts; a body that ended short of its announced length; or a
+// whole file that fails its check (verify.go).
 func (t *transfer) checkPeeked(resp *http.Response, blocks []*block, eof bool) error {
+	if t.expectLate() { // known only now: its length must agree too
+		if err := t.checkLength(resp); err != nil {
+			return err
+		}
+	}
 	if !eof {
 		return nil
 	}

@@ -120,11 +120,6 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 			}
 			return res
 		}
-		t.expectLate()
-		if err := t.checkLength(resp); err != nil {
-			releaseBlocks(blocks)
-			return result{o: outcome{failed: true}, err: err}
-		}
 		if err := t.checkPeeked(resp, blocks, eof); err != nil {
 			releaseBlocks(blocks)
 			return result{o: outcome{failed: true}, err: err}

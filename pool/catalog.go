@@ -76,15 +76,15 @@ type version struct {
 // leaf.
 type catalog struct {
 	mu       sync.Mutex
-	cond     sync.Cond                        // on mu: a learner finished
-	files    map[string]entry                 // package path → what a corroborated index says of it
-	indexes  map[string]entry                 // apt index path → what a corroborated Release says of it
-	listed   map[[32]byte]string              // hash → path of a Packages file in indexes
-	learned  map[string]version               // index path → the version learned
-	votes    map[string]map[[32]byte][]string // index path → version → mirrors that served it
-	tried    map[string]time.Time             // index path → when the pool last fetched it
-	learning map[string]time.Time             // index paths with a learner under way, and when it began
-	disputes map[string]map[[32]byte][]string // file path → hash served against its entry → by whom
+	cond     sync.Cond            // on mu: a learner finished
+	files    map[string]entry     // package path → what a corroborated index says of it
+	indexes  map[string]entry     // apt index path → what a corroborated Release says of it
+	listed   map[[32]byte]string  // hash → path of a Packages file in indexes
+	learned  map[string]version   // index path → the version learned
+	votes    tally                // index path → version → mirrors that served it
+	tried    map[string]time.Time // index path → when the pool last fetched it
+	learning map[string]time.Time // index paths with a learner under way, and when it began
+	disputes tally                // file path → hash served against its entry → by whom
 }
 
 // maxDisputes bounds the files whose entries are disputed at once.
@@ -103,7 +103,7 @@ func (c *catalog) forget() {
 	c.indexes = make(map[string]entry)
 	c.listed = make(map[[32]byte]string)
 	c.learned = make(map[string]version)
-	c.votes = make(map[string]map[[32]byte][]string)
+	c.votes = make(tally)
 }
 
 // kindOf is the kind of index rel is, and its path as the repository names
@@ -362,15 +362,7 @@ func (p *Pool) vote(rel string, data []byte, mirror, modified string) bool {
 	}
 	corroborated := c.indexes[name].sum == sum && kind == repoindex.AptPackages
 	if !corroborated {
-		if c.votes[rel] == nil || len(c.votes[rel]) > learnVoters {
-			c.votes[rel] = make(map[[32]byte][]string)
-		}
-		voters := c.votes[rel][sum]
-		if !slices.Contains(voters, mirror) {
-			voters = append(voters, mirror)
-		}
-		c.votes[rel][sum] = voters
-		corroborated = len(voters) >= 2
+		corroborated = len(c.votes.add(rel, sum, mirror, learnVoters)) >= 2
 	}
 	c.mu.Unlock()
 	if !corroborated {
@@ -432,6 +424,25 @@ func (p *Pool) learnFrom(kind repoindex.Kind, rel string, data []byte) error {
 	}
 	p.log.Info("learned a repository index", zap.String("path", rel), zap.Int("files", len(found)))
 	return nil
+}
+
+// tally counts, per file and per hash, the mirrors that served a file with
+// that hash: the votes for an index's versions, the disputes of an entry.
+type tally map[string]map[[32]byte][]string
+
+// add records that mirror served the file at path with hash sum, and
+// returns the mirrors that did. A path already holding maxSums hashes
+// starts over.
+func (t tally) add(path string, sum [32]byte, mirror string, maxSums int) []string {
+	if t[path] == nil || len(t[path]) > maxSums {
+		t[path] = make(map[[32]byte][]string)
+	}
+	by := t[path][sum]
+	if !slices.Contains(by, mirror) {
+		by = append(by, mirror)
+	}
+	t[path][sum] = by
+	return by
 }
 
 // dirOf is the directory of rel with a trailing slash, or "".
@@ -510,7 +521,7 @@ func (t *transfer) learn() {
 		p.learn(pk, "")
 		return
 	}
-	if t.capture == nil || !p.catalog.isIndex(t.rel) {
+	if t.capture == nil { // Serve captures only indexes
 		return
 	}
 	if t.status == http.StatusOK && (t.size < 0 || int64(len(*t.capture)) == t.size) {

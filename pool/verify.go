@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash"
 	"net/http"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -60,11 +59,14 @@ func (t *transfer) expecting() {
 }
 
 // expectLate looks up, before the commit, a file the catalog did not know
-// when the request came: an index learned meanwhile still checks it.
-func (t *transfer) expectLate() {
+// when the request came: an index learned meanwhile still checks it. It
+// reports whether the file became known.
+func (t *transfer) expectLate() bool {
 	if !t.known && !t.p.cfg.SkipVerify && !t.changing && t.r.Method == http.MethodGet {
 		t.expect, t.known = t.p.catalog.known(t.rel)
+		return t.known
 	}
+	return false
 }
 
 // checkLength reports whether resp's announced size disagrees with the
@@ -266,17 +268,9 @@ func (p *Pool) dispute(rel string, sum [32]byte, mirror string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.disputes == nil || len(c.disputes) > maxDisputes {
-		c.disputes = make(map[string]map[[32]byte][]string)
+		c.disputes = make(tally)
 	}
-	if c.disputes[rel] == nil {
-		c.disputes[rel] = make(map[[32]byte][]string)
-	}
-	by := c.disputes[rel][sum]
-	if !slices.Contains(by, mirror) {
-		by = append(by, mirror)
-	}
-	c.disputes[rel][sum] = by
-	if len(by) >= 2 {
+	if by := c.disputes.add(rel, sum, mirror, maxDisputes); len(by) >= 2 {
 		delete(c.files, rel)
 		delete(c.disputes, rel)
 		p.log.Warn("two mirrors agree against the index: its entry is dropped",
