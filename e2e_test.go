@@ -374,6 +374,87 @@ func buildPacmanRepo(t *testing.T, dir string, pkgs []pacmanPackage) (db []byte,
 	return readFile(t, filepath.Join(dir, "core.db.tar.gz")), files
 }
 
+// pacmanClient sets up pacman under tmp, isolated from the host: its
+// directories, and a pacman.conf with refractor's /archlinux/ as the only
+// server of [core]. It returns the configuration file and the directories
+// by name (root, db, cache, gnupg, hooks).
+func pacmanClient(t *testing.T, tmp string) (conf string, dirs map[string]string) {
+	t.Helper()
+	dirs = map[string]string{}
+	for _, d := range []string{"root", "db", "cache", "gnupg", "hooks"} {
+		dirs[d] = filepath.Join(tmp, "pacman", d)
+		if err := os.MkdirAll(dirs[d], 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf = filepath.Join(tmp, "pacman.conf")
+	writeFile(t, conf, fmt.Appendf(nil, `[options]
+RootDir = %s
+DBPath = %s
+CacheDir = %s
+LogFile = %s
+GPGDir = %s
+HookDir = %s
+Architecture = x86_64
+SigLevel = Never
+LocalFileSigLevel = Never
+ParallelDownloads = 5
+
+[core]
+Server = http://127.0.0.1:%d/archlinux/$repo/os/$arch
+`, dirs["root"], dirs["db"], dirs["cache"], filepath.Join(tmp, "pacman", "pacman.log"),
+		dirs["gnupg"], dirs["hooks"], httpPort))
+	return conf, dirs
+}
+
+// apt reads its configuration from APT_CONFIG before the host's
+// apt.conf.d, so pointing Dir::Etc there keeps every host setting
+// (proxies, hooks, extra index targets) out of the tests.
+// aptClient sets up apt in dir, isolated from the host's configuration as
+// with refractor's /debian/ as its only
+// source, and returns its environment and its download directory.
+func aptClient(t *testing.T, dir string) (env []string, downloads string) {
+	t.Helper()
+	for _, d := range []string{"etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d", "etc/trusted.gpg.d",
+		"state/lists/partial", "cache/archives/partial", "log", "downloads"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "state", "status"), nil)
+	writeFile(t, filepath.Join(dir, "etc", "sources.list.d", "refractor.sources"), fmt.Appendf(nil, `Types: deb
+URIs: http://127.0.0.1:%d/debian/
+Suites: stable
+Components: main
+Trusted: yes
+`, httpPort))
+	conf := fmt.Sprintf(`Dir::Etc "%[1]s/etc";
+Dir::Etc::main "apt.conf";
+Dir::Etc::Parts "apt.conf.d";
+Dir::Etc::SourceList "sources.list";
+Dir::Etc::SourceParts "sources.list.d";
+Dir::Etc::Preferences "preferences";
+Dir::Etc::PreferencesParts "preferences.d";
+Dir::Etc::Trusted "trusted.gpg";
+Dir::Etc::TrustedParts "trusted.gpg.d";
+Dir::State "%[1]s/state";
+Dir::State::status "%[1]s/state/status";
+Dir::Cache "%[1]s/cache";
+Dir::Log "%[1]s/log";
+APT::Architecture "amd64";
+APT::Architectures { "amd64"; };
+Acquire::Languages "none";
+Acquire::http::Proxy "DIRECT";
+Acquire::Retries "0";
+Debug::NoLocking "true";
+`, dir)
+	if os.Geteuid() == 0 {
+		conf += "APT::Sandbox::User \"root\";\n" // _apt cannot write the test's directories
+	}
+	writeFile(t, filepath.Join(dir, "apt.conf"), []byte(conf))
+	return []string{"APT_CONFIG=" + filepath.Join(dir, "apt.conf")}, filepath.Join(dir, "downloads")
+}
+
 // TestPacmanThroughRefractor runs pacman -Syw against Caddy with refractor
 // over four mirrors of different speeds, one of them stale (an older
 // database, without the newest package and version). pacman must succeed,
@@ -444,30 +525,7 @@ func TestPacmanThroughRefractor(t *testing.T) {
 	startRefractor(t, "/archlinux", fmt.Sprintf("workers %d\nprovider mirrorlist %s", len(mirrors), mirrorlistFile))
 	waitForSyncTimes(t, len(mirrors))
 
-	conf := filepath.Join(tmp, "pacman.conf")
-	dirs := map[string]string{}
-	for _, d := range []string{"root", "db", "cache", "gnupg", "hooks"} {
-		dirs[d] = filepath.Join(tmp, "pacman", d)
-		if err := os.MkdirAll(dirs[d], 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, conf, fmt.Appendf(nil, `[options]
-RootDir = %s
-DBPath = %s
-CacheDir = %s
-LogFile = %s
-GPGDir = %s
-HookDir = %s
-Architecture = x86_64
-SigLevel = Never
-LocalFileSigLevel = Never
-ParallelDownloads = 5
-
-[core]
-Server = http://127.0.0.1:%d/archlinux/$repo/os/$arch
-`, dirs["root"], dirs["db"], dirs["cache"], filepath.Join(tmp, "pacman", "pacman.log"),
-		dirs["gnupg"], dirs["hooks"], httpPort))
+	conf, dirs := pacmanClient(t, tmp)
 
 	args := append(asRoot, "pacman", "--config", conf, "--noconfirm", "--noprogressbar", "-Syw")
 	for _, p := range fresh {
@@ -626,50 +684,7 @@ func TestAptThroughRefractor(t *testing.T) {
 			min_sample 64KiB
 			provider list %s`, len(mirrors), listFile))
 
-	// apt reads its configuration from APT_CONFIG before the host's
-	// apt.conf.d, so pointing Dir::Etc there keeps every host setting
-	// (proxies, hooks, extra index targets) out of the test.
-	apt := filepath.Join(tmp, "apt")
-	for _, d := range []string{"etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d", "etc/trusted.gpg.d",
-		"state/lists/partial", "cache/archives/partial", "log", "downloads"} {
-		if err := os.MkdirAll(filepath.Join(apt, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, filepath.Join(apt, "state", "status"), nil)
-	writeFile(t, filepath.Join(apt, "etc", "sources.list.d", "refractor.sources"), fmt.Appendf(nil, `Types: deb
-URIs: http://127.0.0.1:%d/debian/
-Suites: stable
-Components: main
-Trusted: yes
-`, httpPort))
-	aptConf := fmt.Sprintf(`Dir::Etc "%[1]s/etc";
-Dir::Etc::main "apt.conf";
-Dir::Etc::Parts "apt.conf.d";
-Dir::Etc::SourceList "sources.list";
-Dir::Etc::SourceParts "sources.list.d";
-Dir::Etc::Preferences "preferences";
-Dir::Etc::PreferencesParts "preferences.d";
-Dir::Etc::Trusted "trusted.gpg";
-Dir::Etc::TrustedParts "trusted.gpg.d";
-Dir::State "%[1]s/state";
-Dir::State::status "%[1]s/state/status";
-Dir::Cache "%[1]s/cache";
-Dir::Log "%[1]s/log";
-APT::Architecture "amd64";
-APT::Architectures { "amd64"; };
-Acquire::Languages "none";
-Acquire::http::Proxy "DIRECT";
-Acquire::Retries "0";
-Debug::NoLocking "true";
-`, apt)
-	if os.Geteuid() == 0 {
-		// As root, apt downloads as _apt, which cannot write the test's
-		// directories.
-		aptConf += "APT::Sandbox::User \"root\";\n"
-	}
-	writeFile(t, filepath.Join(apt, "apt.conf"), []byte(aptConf))
-	env := []string{"APT_CONFIG=" + filepath.Join(apt, "apt.conf")}
+	env, downloads := aptClient(t, filepath.Join(tmp, "apt"))
 
 	start := time.Now()
 	out := runTool(t, tmp, env, "apt-get", "update")
@@ -682,11 +697,11 @@ Debug::NoLocking "true";
 		args = append(args, p.name)
 	}
 	start = time.Now()
-	out = runTool(t, filepath.Join(apt, "downloads"), env, "apt-get", args...)
+	out = runTool(t, downloads, env, "apt-get", args...)
 	t.Logf("apt-get download: %v\n%s", time.Since(start).Round(time.Millisecond), out)
 
 	for _, p := range pkgs {
-		got, err := os.ReadFile(filepath.Join(apt, "downloads", p.file()))
+		got, err := os.ReadFile(filepath.Join(downloads, p.file()))
 		if err != nil {
 			t.Errorf("%s: not downloaded: %v", p.file(), err)
 			continue

@@ -326,30 +326,7 @@ func TestPacmanVerifiesAgainstTheDatabase(t *testing.T) {
 		want:       files,
 		complaint:  regexp.MustCompile(`(?i)corrupted`),
 		fetch: func(t *testing.T, tmp string) clientRun {
-			dirs := map[string]string{}
-			for _, d := range []string{"root", "db", "cache", "gnupg", "hooks"} {
-				dirs[d] = filepath.Join(tmp, "pacman", d)
-				if err := os.MkdirAll(dirs[d], 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			conf := filepath.Join(tmp, "pacman.conf")
-			writeFile(t, conf, fmt.Appendf(nil, `[options]
-RootDir = %s
-DBPath = %s
-CacheDir = %s
-LogFile = %s
-GPGDir = %s
-HookDir = %s
-Architecture = x86_64
-SigLevel = Never
-LocalFileSigLevel = Never
-ParallelDownloads = 5
-
-[core]
-Server = http://127.0.0.1:%d/archlinux/$repo/os/$arch
-`, dirs["root"], dirs["db"], dirs["cache"], filepath.Join(tmp, "pacman", "pacman.log"),
-				dirs["gnupg"], dirs["hooks"], httpPort))
+			conf, dirs := pacmanClient(t, tmp)
 			args := append(slices.Clone(asRoot), "pacman", "--config", conf, "--noconfirm", "--noprogressbar", "-Syw")
 			for _, p := range pkgs {
 				args = append(args, p.name)
@@ -446,49 +423,4 @@ func readDownloads(t *testing.T, dir string, want map[string][]byte) map[string]
 		}
 	}
 	return got
-}
-
-// aptClient sets up apt in dir, isolated from the host's configuration as
-// TestAptThroughRefractor's is, with refractor's /debian/ as its only
-// source, and returns its environment and its download directory.
-func aptClient(t *testing.T, dir string) (env []string, downloads string) {
-	t.Helper()
-	for _, d := range []string{"etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d", "etc/trusted.gpg.d",
-		"state/lists/partial", "cache/archives/partial", "log", "downloads"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, filepath.Join(dir, "state", "status"), nil)
-	writeFile(t, filepath.Join(dir, "etc", "sources.list.d", "refractor.sources"), fmt.Appendf(nil, `Types: deb
-URIs: http://127.0.0.1:%d/debian/
-Suites: stable
-Components: main
-Trusted: yes
-`, httpPort))
-	conf := fmt.Sprintf(`Dir::Etc "%[1]s/etc";
-Dir::Etc::main "apt.conf";
-Dir::Etc::Parts "apt.conf.d";
-Dir::Etc::SourceList "sources.list";
-Dir::Etc::SourceParts "sources.list.d";
-Dir::Etc::Preferences "preferences";
-Dir::Etc::PreferencesParts "preferences.d";
-Dir::Etc::Trusted "trusted.gpg";
-Dir::Etc::TrustedParts "trusted.gpg.d";
-Dir::State "%[1]s/state";
-Dir::State::status "%[1]s/state/status";
-Dir::Cache "%[1]s/cache";
-Dir::Log "%[1]s/log";
-APT::Architecture "amd64";
-APT::Architectures { "amd64"; };
-Acquire::Languages "none";
-Acquire::http::Proxy "DIRECT";
-Acquire::Retries "0";
-Debug::NoLocking "true";
-`, dir)
-	if os.Geteuid() == 0 {
-		conf += "APT::Sandbox::User \"root\";\n" // _apt cannot write the test's directories
-	}
-	writeFile(t, filepath.Join(dir, "apt.conf"), []byte(conf))
-	return []string{"APT_CONFIG=" + filepath.Join(dir, "apt.conf")}, filepath.Join(dir, "downloads")
 }
