@@ -126,10 +126,13 @@ func (s *mbRaw) base() string    { return "http://" + s.addr + "/repo/" }
 func (s *mbRaw) requests() int64 { return s.n.Load() }
 
 // mbStartPool starts a pool over the mirror base URLs, in that order, with
-// one worker each and nobody resigning, and waits until all joined.
+// a worker each unless cfg says otherwise, and nobody resigning unless cfg
+// says otherwise, and waits until all joined.
 func mbStartPool(t *testing.T, cfg Config, bases ...string) *Pool {
 	t.Helper()
-	cfg.Workers = len(bases)
+	if cfg.Workers == 0 {
+		cfg.Workers = len(bases)
+	}
 	if cfg.Resign == 0 {
 		cfg.Resign = -1
 	}
@@ -341,22 +344,8 @@ func TestMisbehaveShortPartialContent(t *testing.T) {
 	a := testmirror.New(t, files)
 	a.SetFault(testmirror.ShortBody, pkgName, 256<<10) // after the 64 KiB peek
 	var ranges atomic.Int64
-	b := mbStart(t, func(w http.ResponseWriter, r *http.Request) {
-		first, last, ok := mbParseRange(r.Header.Get("Range"), len(content))
-		if !ok {
-			http.ServeContent(w, r, path.Base(r.URL.Path), testmirror.ModTime, bytes.NewReader(content))
-			return
-		}
-		ranges.Add(1)
-		h := w.Header()
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("Accept-Ranges", "bytes")
-		h.Set("Last-Modified", testmirror.ModTime.UTC().Format(http.TimeFormat))
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, len(content)))
-		w.WriteHeader(http.StatusPartialContent)
-		_ = http.NewResponseController(w).Flush() // chunked: no Content-Length
-		half := (last - first + 1) / 2
-		w.Write(content[first : first+half])
+	b := mbChunkedRanges(t, content, &ranges, func(first, last int) []byte {
+		return content[first : first+(last-first+1)/2]
 	})
 	c := testmirror.New(t, files)
 	p := mbStartPool(t, Config{PeekSize: 64 << 10}, a.Base(), b.base(), c.Base())
@@ -374,6 +363,29 @@ func TestMisbehaveShortPartialContent(t *testing.T) {
 	if s := statsOf(t, p, b.base()); s.failures == 0 {
 		t.Fatalf("B's short 206 was not counted a failure: %+v", s)
 	}
+}
+
+// mbChunkedRanges serves content whole, and answers a Range request with a
+// 206 of the right Content-Range and Last-Modified whose body, chunked (no
+// Content-Length to hold it to), is what body gives for the range; ranges
+// counts those.
+func mbChunkedRanges(t *testing.T, content []byte, ranges *atomic.Int64, body func(first, last int) []byte) *mbServer {
+	return mbStart(t, func(w http.ResponseWriter, r *http.Request) {
+		first, last, ok := mbParseRange(r.Header.Get("Range"), len(content))
+		if !ok {
+			http.ServeContent(w, r, path.Base(r.URL.Path), testmirror.ModTime, bytes.NewReader(content))
+			return
+		}
+		ranges.Add(1)
+		h := w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("Last-Modified", testmirror.ModTime.UTC().Format(http.TimeFormat))
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, len(content)))
+		w.WriteHeader(http.StatusPartialContent)
+		_ = http.NewResponseController(w).Flush() // chunked: no Content-Length
+		w.Write(body(first, last))
+	})
 }
 
 // mbParseRange parses a request's "bytes=first-last" (last optional) for a

@@ -29,19 +29,11 @@ func mirrorFiles(size int) map[string][]byte {
 // all of them joined. Nobody resigns, unless cfg says otherwise.
 func servePool(t *testing.T, cfg Config, mirrors ...*testmirror.Mirror) *Pool {
 	t.Helper()
-	var urls []string
+	var bases []string
 	for _, m := range mirrors {
-		urls = append(urls, m.Base())
+		bases = append(bases, m.Base())
 	}
-	if cfg.Workers == 0 {
-		cfg.Workers = len(mirrors)
-	}
-	if cfg.Resign == 0 {
-		cfg.Resign = -1
-	}
-	p := startPool(t, cfg, urls...)
-	waitPoolSize(t, p, len(mirrors))
-	return p
+	return mbStartPool(t, cfg, bases...)
 }
 
 // serve runs Serve for a GET of rel, or of req if given.

@@ -226,20 +226,8 @@ func TestVerifyLongPartialContentIsAFailure(t *testing.T) {
 	a := testmirror.New(t, files)
 	a.SetFault(testmirror.ShortBody, pkgName, 256<<10) // after the 64 KiB peek
 	var ranges atomic.Int64
-	b := mbStart(t, func(w http.ResponseWriter, r *http.Request) {
-		first, last, ok := mbParseRange(r.Header.Get("Range"), len(content))
-		if !ok {
-			http.ServeContent(w, r, path.Base(r.URL.Path), testmirror.ModTime, bytes.NewReader(content))
-			return
-		}
-		ranges.Add(1)
-		h := w.Header()
-		h.Set("Last-Modified", testmirror.ModTime.UTC().Format(http.TimeFormat))
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, len(content)))
-		w.WriteHeader(http.StatusPartialContent)
-		_ = http.NewResponseController(w).Flush() // chunked: no Content-Length
-		w.Write(content[first : last+1])
-		w.Write([]byte("trailing garbage"))
+	b := mbChunkedRanges(t, content, &ranges, func(first, last int) []byte {
+		return append(slices.Clone(content[first:last+1]), "trailing garbage"...)
 	})
 	c := testmirror.New(t, files)
 	p := mbStartPool(t, Config{PeekSize: 64 << 10}, a.Base(), b.base(), c.Base())

@@ -3,8 +3,8 @@ package repoindex
 import (
 	"bytes"
 	"crypto/sha256"
-	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"os"
@@ -51,34 +51,17 @@ func TestParseRelease(t *testing.T) {
 }
 
 func TestParseReleaseErrors(t *testing.T) {
-	stop := errors.New("stop")
 	n := len(inReleaseWant())
-	for _, tc := range []struct {
-		name, text string
-		lim        Limits
-		fn         func(string, Entry) error
-		want       error // nil: any error
-	}{
-		{"signature missing", inRelease[:strings.Index(inRelease, "-----BEGIN PGP SIGNATURE-----")], Limits{}, nil, nil},
-		{"too many entries", inRelease, Limits{MaxEntries: n - 1}, nil, ErrLimit},
-		{"long line", strings.Replace(release(), "Debian 12.7 Released", strings.Repeat("long ", 1000), 1), Limits{MaxField: 4096}, nil, ErrLimit},
-		{"over MaxDecompressed", inRelease, Limits{MaxDecompressed: 1000}, nil, ErrLimit},
-		{"callback error", inRelease, Limits{}, func(string, Entry) error { return stop }, stop},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			fn := tc.fn
-			if fn == nil {
-				fn = collect(map[string]Entry{})
-			}
-			_, err := ParseRelease(strings.NewReader(tc.text), tc.lim, fn)
-			if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
-			}
-			if tc.want == stop && err != stop {
-				t.Fatalf("the callback's error came back as %v", err)
-			}
-		})
-	}
+	wantRefused(t, func(r io.Reader, lim Limits, fn func(string, Entry) error) error {
+		_, err := ParseRelease(r, lim, fn)
+		return err
+	}, []badInput{
+		{"signature missing", []byte(inRelease[:strings.Index(inRelease, "-----BEGIN PGP SIGNATURE-----")]), Limits{}, nil, nil},
+		{"too many entries", []byte(inRelease), Limits{MaxEntries: n - 1}, nil, ErrLimit},
+		{"long line", []byte(strings.Replace(release(), "Debian 12.7 Released", strings.Repeat("long ", 1000), 1)), Limits{MaxField: 4096}, nil, ErrLimit},
+		{"over MaxDecompressed", []byte(inRelease), Limits{MaxDecompressed: 1000}, nil, ErrLimit},
+		{"callback error", []byte(inRelease), Limits{}, stopParse, errStop},
+	})
 	// Exactly at the limits is fine.
 	lim := Limits{MaxEntries: n, MaxDecompressed: int64(len(inRelease)), MaxField: 200}
 	if _, err := ParseRelease(strings.NewReader(inRelease), lim, collect(map[string]Entry{})); err != nil {
@@ -109,35 +92,14 @@ func TestParsePackages(t *testing.T) {
 func TestParsePackagesErrors(t *testing.T) {
 	text, want := packagesSample()
 	zst, _ := compress(t, "zstd", []byte(text))
-	stop := errors.New("stop")
-	for _, tc := range []struct {
-		name  string
-		input []byte
-		lim   Limits
-		fn    func(string, Entry) error
-		want  error // nil: any error
-	}{
+	wantRefused(t, ParsePackages, []badInput{
 		{"truncated zstd", zst[:len(zst)-5], Limits{}, nil, nil},
 		{"too many entries", zst, Limits{MaxEntries: len(want) - 1}, nil, ErrLimit},
 		{"long line", []byte(strings.Replace(text, "example package", strings.Repeat("long ", 1000), 1)), Limits{MaxField: 4096}, nil, ErrLimit},
 		{"long line, no newline", []byte(text + strings.Repeat("x", 5000)), Limits{MaxField: 4096}, nil, ErrLimit},
 		{"over MaxDecompressed", zst, Limits{MaxDecompressed: int64(len(text) - 1)}, nil, ErrLimit},
-		{"callback error", zst, Limits{}, func(string, Entry) error { return stop }, stop},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			fn := tc.fn
-			if fn == nil {
-				fn = collect(map[string]Entry{})
-			}
-			err := ParsePackages(bytes.NewReader(tc.input), tc.lim, fn)
-			if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
-			}
-			if tc.want == stop && err != stop {
-				t.Fatalf("the callback's error came back as %v", err)
-			}
-		})
-	}
+		{"callback error", zst, Limits{}, stopParse, errStop},
+	})
 }
 
 // Packages and Release files that apt-ftparchive made from .debs that

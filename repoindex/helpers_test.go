@@ -6,7 +6,9 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -305,4 +307,40 @@ func packagesSample() (text string, want map[string]Entry) {
 	text = strings.Join(parts, "\n")
 	text = strings.Replace(text, "\n\nPackage: base-files", "\n  \t\nPackage: base-files", 1)
 	return strings.TrimSuffix(text, "\n"), want
+}
+
+// errStop is what stopParse returns: a callback's error, which must come
+// back from the parser as itself.
+var errStop = errors.New("stop")
+
+func stopParse(string, Entry) error { return errStop }
+
+// badInput is an input a parser must refuse, with an error that wraps
+// want (nil: any error).
+type badInput struct {
+	name  string
+	input []byte
+	lim   Limits
+	fn    func(string, Entry) error // nil: collect the entries
+	want  error
+}
+
+// wantRefused runs parse on each bad input.
+func wantRefused(t *testing.T, parse func(io.Reader, Limits, func(string, Entry) error) error, inputs []badInput) {
+	t.Helper()
+	for _, tc := range inputs {
+		t.Run(tc.name, func(t *testing.T) {
+			fn := tc.fn
+			if fn == nil {
+				fn = collect(map[string]Entry{})
+			}
+			err := parse(bytes.NewReader(tc.input), tc.lim, fn)
+			if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if tc.want == errStop && err != errStop {
+				t.Fatalf("the callback's error came back as %v", err)
+			}
+		})
+	}
 }

@@ -3,7 +3,6 @@ package repoindex
 import (
 	"bytes"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -37,36 +36,15 @@ func TestParsePacmanDBErrors(t *testing.T) {
 	members, want := pacmanSample()
 	db := buildTar(t, members)
 	gz, _ := compress(t, "gzip", db)
-	stop := errors.New("stop")
-	for _, tc := range []struct {
-		name  string
-		input []byte
-		lim   Limits
-		fn    func(string, Entry) error
-		want  error // nil: any error
-	}{
+	wantRefused(t, ParsePacmanDB, []badInput{
 		{"not a tar", []byte("%FILENAME%\nhello-1-1-any.pkg.tar.zst\n"), Limits{}, nil, nil},
 		{"truncated tar", db[:len(db)/2], Limits{}, nil, nil},
 		{"truncated gzip", gz[:len(gz)-20], Limits{}, nil, nil},
 		{"too many entries", db, Limits{MaxEntries: len(want) - 1}, nil, ErrLimit},
 		{"desc over MaxField", db, Limits{MaxField: 400}, nil, ErrLimit},
 		{"over MaxDecompressed", gz, Limits{MaxDecompressed: int64(len(db) / 2)}, nil, ErrLimit},
-		{"callback error", gz, Limits{}, func(string, Entry) error { return stop }, stop},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			fn := tc.fn
-			if fn == nil {
-				fn = collect(map[string]Entry{})
-			}
-			err := ParsePacmanDB(bytes.NewReader(tc.input), tc.lim, fn)
-			if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
-			}
-			if tc.want == stop && err != stop {
-				t.Fatalf("the callback's error came back as %v", err)
-			}
-		})
-	}
+		{"callback error", gz, Limits{}, stopParse, errStop},
+	})
 	// The file list members of a .files database may be far larger than
 	// MaxField: they are not read.
 	n := 0
