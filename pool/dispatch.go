@@ -267,8 +267,9 @@ func (p *Pool) standings() []standing {
 	defer p.state.mu.Unlock()
 	p.scratch = p.scratch[:0]
 	for _, w := range p.workers {
+		score, samples := w.stats.trialScore(p.cfg.TrialSamples)
 		p.scratch = append(p.scratch, standing{
-			w: w, key: w.key, score: w.stats.trialScore(p.cfg.TrialSamples), samples: w.stats.count,
+			w: w, key: w.key, score: score, samples: samples,
 			load: w.load, served: w.served, lastSync: w.lastSync, probation: w.probation,
 		})
 	}

@@ -38,6 +38,9 @@ func (p *Pool) probeSync(workers []*worker) {
 			}
 			p.mu.Lock()
 			w.lastSync = t
+			p.state.mu.Lock()
+			w.stats.lastSync = t // kept with what is learned of the mirror
+			p.state.mu.Unlock()
 			p.handOverIdle() // it may be the freshest now
 			p.mu.Unlock()
 		})

@@ -241,17 +241,7 @@ func (p *Pool) remove(w *worker, reason string) {
 	now := time.Now()
 	p.state.mu.Lock()
 	score := w.stats.score()
-	cooldown := p.cfg.Cooldown
-	if reason == ReasonLied {
-		cooldown *= liarCooldown
-	}
-	p.state.cooldown[w.key] = now.Add(cooldown)
-	if reason == ReasonResigned {
-		p.state.resigned[w.key] = true // see recruit
-	} else {
-		delete(p.state.resigned, w.key)
-		delete(p.state.mirrors, w.key) // it comes back to a fresh trial
-	}
+	p.state.coolDown(w.key, reason, now, p.cfg.Cooldown)
 	p.publishMembers()
 	p.state.mu.Unlock()
 	p.rotations = append(p.rotations, Rotation{Mirror: w.key, Reason: reason, Score: score, Time: now})
@@ -298,6 +288,18 @@ type WorkerStatus struct {
 	Failures int64     `json:"failures"`
 	Joined   time.Time `json:"joined"`
 	LastSync time.Time `json:"last_sync,omitzero"`
+	// From says where the samples of its score come from: "local" (this
+	// process measured them), "restored" (an earlier process did, read
+	// back from storage) and "shared" (other instances of its share
+	// group), each with how many count and when the newest was taken.
+	From map[string]SampleSource `json:"from,omitempty"`
+}
+
+// SampleSource is how many of a mirror's samples came from one source, and
+// when the newest of them was taken.
+type SampleSource struct {
+	Samples int       `json:"samples"`
+	Newest  time.Time `json:"newest"`
 }
 
 // Status is a snapshot of a pool, for the status view.
@@ -321,11 +323,13 @@ func (p *Pool) Status() Status {
 		Workers:   make([]WorkerStatus, 0, len(p.workers)),
 	}
 	for _, w := range p.workers {
+		known := w.stats.known()
 		st.Workers = append(st.Workers, WorkerStatus{
 			Mirror:   w.key,
 			Score:    w.stats.score(),
-			Samples:  w.stats.count,
-			Ranked:   w.stats.count >= p.cfg.TrialSamples,
+			Samples:  known,
+			Ranked:   known >= p.cfg.TrialSamples,
+			From:     w.stats.sources(),
 			Busy:     w.load > 0,
 			Requests: w.stats.requests,
 			Bytes:    w.stats.bytes,

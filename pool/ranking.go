@@ -275,3 +275,37 @@ func fasterThan(sts []standing, key string, rate float64) bool {
 	}
 	return false
 }
+
+// priorOrder orders candidates for joining a pool by their known scores
+// (known holds the ranked ones, by URL): first those known to be fast,
+// best first; then those never measured, in the provider's order (its own
+// prior); last those known to be slow, below good and below half the best
+// known, best first. A known mirror is never left out: the order only
+// decides who joins while the pool has room.
+func priorOrder(cands []Candidate, known map[string]float64, good float64) []Candidate {
+	best := 0.0
+	for _, c := range cands {
+		best = max(best, known[c.URL])
+	}
+	class := func(c Candidate) int {
+		score, ok := known[c.URL]
+		switch {
+		case !ok:
+			return 1
+		case score >= good || score >= best/2:
+			return 0
+		}
+		return 2
+	}
+	out := slices.Clone(cands)
+	slices.SortStableFunc(out, func(a, b Candidate) int {
+		if ca, cb := class(a), class(b); ca != cb {
+			return ca - cb
+		}
+		if class(a) == 1 {
+			return 0
+		}
+		return compareDesc(known[a.URL], known[b.URL])
+	})
+	return out
+}

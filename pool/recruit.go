@@ -173,7 +173,7 @@ func (p *Pool) admit(cands []Candidate) []*worker {
 	defer p.mu.Unlock()
 	var joined []*worker
 	now := time.Now()
-	for _, c := range cands {
+	for _, c := range p.byPrior(cands) {
 		if p.closing || len(p.workers) >= p.cfg.Workers {
 			break
 		}
@@ -197,6 +197,27 @@ func (p *Pool) admit(cands []Candidate) []*worker {
 	return joined
 }
 
+// byPrior orders candidates by what is known of them (priorOrder): a pool
+// that restarts, or meets mirrors another pool or instance measured, takes
+// the fast ones first and the slow ones last.
+func (p *Pool) byPrior(cands []Candidate) []Candidate {
+	known := map[string]float64{}
+	p.state.mu.Lock()
+	for _, c := range cands {
+		u, err := ParseMirrorURL(c.URL)
+		if err != nil {
+			continue // admit logs it
+		}
+		if ms := p.state.mirrors[u.String()]; ms != nil {
+			if score, n := ms.trialScore(p.cfg.TrialSamples); n >= p.cfg.TrialSamples {
+				known[c.URL] = score
+			}
+		}
+	}
+	p.state.mu.Unlock()
+	return priorOrder(cands, known, p.cfg.GoodThroughput)
+}
+
 // join adds a worker for the mirror u of candidate c, on probation for that
 // many samples, and hands it to whoever waits. p.mu must be held.
 func (p *Pool) join(u *url.URL, c Candidate, probation int) *worker {
@@ -206,7 +227,11 @@ func (p *Pool) join(u *url.URL, c Candidate, probation int) *worker {
 	}
 	c.LastSync, _ = believedSync(c.LastSync, time.Now())
 	p.state.mu.Lock()
-	w := &worker{mirror: u, key: key, remote: c.Remote, stats: p.state.stats(key, p.cfg.Window), joined: time.Now(), lastSync: c.LastSync, probation: probation}
+	stats := p.state.stats(key, p.cfg.Window)
+	if stats.lastSync.After(c.LastSync) { // probed since the provider said
+		c.LastSync = stats.lastSync
+	}
+	w := &worker{mirror: u, key: key, remote: c.Remote, stats: stats, joined: time.Now(), lastSync: c.LastSync, probation: probation}
 	p.workers = append(p.workers, w)
 	p.publishMembers()
 	p.state.mu.Unlock()

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -17,6 +18,7 @@ type State struct {
 	cooldown map[string]time.Time
 	resigned map[string]bool        // cooling down for being slow, not for failing
 	members  map[string][]Candidate // by MembersKey
+	liars    map[string]bool        // cooling down for lying (verify.go)
 }
 
 // NewState returns an empty State.
@@ -26,6 +28,7 @@ func NewState() *State {
 		cooldown: make(map[string]time.Time),
 		resigned: make(map[string]bool),
 		members:  make(map[string][]Candidate),
+		liars:    make(map[string]bool),
 	}
 }
 
@@ -44,7 +47,13 @@ type mirrorStats struct {
 
 	pending sample // small transfers not yet a sample
 
+	// shared holds other instances' samples of the mirror, by the record
+	// they came from (persist.go); they count in the score, weighted by
+	// age like the window's, and are replaced at each reading.
+	shared map[string][]sample
+
 	failStreak int
+	lastSync   time.Time // the mirror's last sync, when known (freshness.go)
 
 	// Verification (verify.go): files served that matched their index's
 	// hash since the mirror last failed a check, files whose length other
@@ -62,8 +71,30 @@ type mirrorStats struct {
 
 // sample is what one transfer (or a few coalesced small ones) taught.
 type sample struct {
-	bytes int64
-	time  time.Duration
+	bytes    int64
+	time     time.Duration
+	at       time.Time // when it was taken
+	restored bool      // read back from storage, learned by an earlier process
+}
+
+// Old knowledge fades: a sample's weight in its mirror's score, next to
+// newer ones, halves every sampleHalfLife of age, and a sample older than
+// forgetAfter no longer counts at all, so a mirror measured fast or slow
+// long ago gets a new trial rather than its old rank.
+const (
+	sampleHalfLife = 6 * time.Hour
+	forgetAfter    = 24 * time.Hour
+)
+
+// weight is how much a sample of that age counts.
+func weight(age time.Duration) float64 {
+	switch {
+	case age < time.Minute:
+		return 1
+	case age >= forgetAfter:
+		return 0
+	}
+	return math.Exp2(-float64(age) / float64(sampleHalfLife))
 }
 
 // stats returns the stats of mirror, creating them with the given window.
@@ -133,6 +164,7 @@ func (ms *mirrorStats) addTransfer(n int64, d time.Duration, minBytes int64) boo
 	if ms.pending.bytes < minBytes {
 		return false
 	}
+	ms.pending.at = time.Now()
 	ms.push(ms.pending)
 	ms.pending = sample{}
 	return true
@@ -143,39 +175,116 @@ func (ms *mirrorStats) addTransfer(n int64, d time.Duration, minBytes int64) boo
 func (ms *mirrorStats) addFailure(penalty time.Duration) {
 	ms.failStreak++
 	ms.failures++
-	ms.push(sample{time: penalty})
+	ms.push(sample{time: penalty, at: time.Now()})
 }
 
-// score is the throughput of the samples in the window: their bytes over
-// their time, in bytes per second.
-func (ms *mirrorStats) score() float64 {
-	var bytes int64
-	var d time.Duration
-	for _, s := range ms.samples[:ms.count] { // the valid ones, in some order
-		bytes += s.bytes
-		d += s.time
+// totals adds up the samples that count at now, each weighted by its
+// age: the window's and other instances'. n is how many count.
+func (ms *mirrorStats) totals(now time.Time) (bytes, secs float64, n int) {
+	add := func(s sample) {
+		w := weight(now.Sub(s.at))
+		if w == 0 {
+			return
+		}
+		bytes += w * float64(s.bytes)
+		secs += w * s.time.Seconds()
+		n++
 	}
+	for _, s := range ms.samples[:ms.count] { // the valid ones, in some order
+		add(s)
+	}
+	for _, from := range ms.shared {
+		for _, s := range from {
+			add(s)
+		}
+	}
+	return bytes, secs, n
+}
+
+// score is the throughput of the samples that count: their bytes over
+// their time, in bytes per second, newer samples weighing more.
+func (ms *mirrorStats) score() float64 {
+	bytes, secs, _ := ms.totals(time.Now())
+	return rate(bytes, secs)
+}
+
+func rate(bytes, secs float64) float64 {
 	if bytes == 0 {
 		return 0
 	}
-	return float64(bytes) / max(d.Seconds(), 1e-6)
+	return bytes / max(secs, 1e-6)
 }
 
-// trialScore is the score, counting the small transfers not yet a sample
-// while the window holds fewer than trial samples: a mirror whose trial
-// ends by its number of transfers (all of them small) is ranked by what
-// they showed, not as a mirror that moved nothing.
-func (ms *mirrorStats) trialScore(trial int) float64 {
-	if ms.count >= trial || ms.pending.bytes == 0 {
-		return ms.score()
+// known is how many samples count for ranking the mirror now: the
+// window's and other instances', forgotten ones left out.
+func (ms *mirrorStats) known() int {
+	_, _, n := ms.totals(time.Now())
+	return n
+}
+
+// trialScore is the score and how many samples count, counting the small
+// transfers not yet a sample while fewer than trial samples count: a
+// mirror whose trial ends by its number of transfers (all of them small) is
+// ranked by what they showed, not as a mirror that moved nothing.
+func (ms *mirrorStats) trialScore(trial int) (float64, int) {
+	bytes, secs, n := ms.totals(time.Now())
+	if n < trial && ms.pending.bytes > 0 {
+		bytes += float64(ms.pending.bytes)
+		secs += ms.pending.time.Seconds()
 	}
-	var bytes int64
-	d := ms.pending.time
+	return rate(bytes, secs), n
+}
+
+// coolDown keeps mirror out of pools for a cool-down from now, for
+// leaving for reason: a liar for liarCooldown of them. A mirror that
+// resigned (slow, not broken) keeps what was learned of it (see recruit);
+// any other comes back to a fresh trial. s.mu must be held.
+func (s *State) coolDown(mirror, reason string, now time.Time, cooldown time.Duration) {
+	if reason == ReasonLied {
+		cooldown *= liarCooldown
+		s.liars[mirror] = true
+	}
+	s.cooldown[mirror] = now.Add(cooldown)
+	if reason == ReasonResigned {
+		s.resigned[mirror] = true
+		return
+	}
+	delete(s.resigned, mirror)
+	delete(s.mirrors, mirror)
+}
+
+// sources counts the samples that count now by where they came from, for
+// the status view.
+func (ms *mirrorStats) sources() map[string]SampleSource {
+	now := time.Now()
+	out := map[string]SampleSource{}
+	add := func(from string, s sample) {
+		if weight(now.Sub(s.at)) == 0 {
+			return
+		}
+		src := out[from]
+		src.Samples++
+		if s.at.After(src.Newest) {
+			src.Newest = s.at
+		}
+		out[from] = src
+	}
 	for _, s := range ms.samples[:ms.count] {
-		bytes += s.bytes
-		d += s.time
+		add(cond(s.restored, "restored", "local"), s)
 	}
-	return float64(bytes+ms.pending.bytes) / max(d.Seconds(), 1e-6)
+	for _, from := range ms.shared {
+		for _, s := range from {
+			add("shared", s)
+		}
+	}
+	return out
+}
+
+func cond[T any](c bool, a, b T) T {
+	if c {
+		return a
+	}
+	return b
 }
 
 // coolingDown reports whether mirror left the pool recently, forgetting
@@ -190,6 +299,7 @@ func (s *State) coolingDown(mirror string, now time.Time) bool {
 	}
 	delete(s.cooldown, mirror)
 	delete(s.resigned, mirror)
+	delete(s.liars, mirror)
 	delete(s.mirrors, mirror)
 	return false
 }

@@ -15,7 +15,9 @@ func newStats(window int) *mirrorStats {
 func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b)) }
 
 // oneSecondAt is a sample of a transfer of one second at rate.
-func oneSecondAt(rate float64) sample { return sample{bytes: int64(rate), time: time.Second} }
+func oneSecondAt(rate float64) sample {
+	return sample{bytes: int64(rate), time: time.Second, at: time.Now()}
+}
 
 // rates are the samples' rates, in bytes per second.
 func rates(samples []sample) []float64 {

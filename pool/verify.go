@@ -313,7 +313,6 @@ func (p *Pool) evictLiar(key string) {
 		}
 	}
 	p.state.mu.Lock()
-	p.state.cooldown[key] = time.Now().Add(p.cfg.Cooldown * liarCooldown)
-	delete(p.state.resigned, key)
+	p.state.coolDown(key, ReasonLied, time.Now(), p.cfg.Cooldown)
 	p.state.mu.Unlock()
 }
