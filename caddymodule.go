@@ -73,6 +73,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    sync_file       <path>|off
 //	    sync_interval   <duration>
 //	    verify          on|off
+//	    storage         <module> [<args...>] [{ ... }]
+//	    share           <name>
+//	    save_interval   <duration>
 //	    provider        <name> [<args...>] [{ ... }]
 //	}
 //
@@ -143,6 +146,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(h.ChangingPaths) == 0 {
 				return d.ArgErr()
 			}
+		case "share":
+			h.Share, err = oneArg(d)
+		case "save_interval":
+			h.SaveInterval, err = duration(d)
+		case "storage":
+			err = h.unmarshalStorage(d)
 		case "provider":
 			err = h.unmarshalProvider(d)
 		default:
@@ -172,6 +181,27 @@ func (h *Handler) unmarshalProvider(d *caddyfile.Dispenser) error {
 		return fmt.Errorf("module %s (%T) is not a refractor provider", modID, unm)
 	}
 	h.ProviderRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+	return nil
+}
+
+// unmarshalStorage reads `storage <module> ...` as Caddy's global storage
+// option does.
+func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.StorageRaw != nil {
+		return fmt.Errorf("a storage is already specified")
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "caddy.storage."+name)
+	if err != nil {
+		return err
+	}
+	if _, ok := unm.(caddy.StorageConverter); !ok {
+		return fmt.Errorf("module caddy.storage.%s (%T) is not a storage module", name, unm)
+	}
+	h.StorageRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
 	return nil
 }
 

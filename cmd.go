@@ -17,6 +17,8 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+
+	"github.com/caddy-refractor/refractor/pool"
 )
 
 func init() {
@@ -125,8 +127,8 @@ func renderPools(w io.Writer, pools []PoolStatus, now time.Time) {
 			fmt.Fprintln(w)
 		}
 		fmt.Fprintf(w, "pool %s: %d workers, %d busy, %d queued\n", p.Name, len(p.Workers), p.Active, p.Queued)
-		t := table{right: []bool{false, false, true, true, true, true, true, true}}
-		t.add("MIRROR", "STATE", "MiB/s", "SAMPLES", "REQUESTS", "BYTES", "FAILURES", "JOINED")
+		t := table{right: []bool{false, false, true, true, true, true, true, true, false}}
+		t.add("MIRROR", "STATE", "MiB/s", "SAMPLES", "REQUESTS", "BYTES", "FAILURES", "JOINED", "SAMPLES FROM")
 		for _, wk := range p.Workers {
 			state := wk.State
 			if wk.Busy {
@@ -134,7 +136,7 @@ func renderPools(w io.Writer, pools []PoolStatus, now time.Time) {
 			}
 			t.add(wk.Mirror, state, fmt.Sprintf("%.1f", wk.Score/(1<<20)), strconv.Itoa(wk.Samples),
 				strconv.FormatInt(wk.Requests, 10), humanize.IBytes(uint64(max(wk.Bytes, 0))),
-				strconv.FormatInt(wk.Failures, 10), ago(now, wk.Joined))
+				strconv.FormatInt(wk.Failures, 10), ago(now, wk.Joined), samplesFrom(wk.From, now))
 		}
 		t.write(w, "  ")
 
@@ -157,6 +159,18 @@ func renderPools(w io.Writer, pools []PoolStatus, now time.Time) {
 		}
 		rt.write(w, "    ")
 	}
+}
+
+// samplesFrom says where a worker's samples come from, and how old the
+// newest of each source is: "12 local 2s ago, 8 restored 2h07m ago".
+func samplesFrom(from map[string]pool.SampleSource, now time.Time) string {
+	var parts []string
+	for _, src := range []string{"local", "restored", "shared"} {
+		if f := from[src]; f.Samples > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s %s", f.Samples, src, ago(now, f.Newest)))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ago is how long before now t was, briefly: "42s ago", "5m07s ago",
@@ -213,6 +227,6 @@ func (t *table) write(w io.Writer, indent string) {
 				b.WriteString(c) // no trailing blanks
 			}
 		}
-		fmt.Fprintln(w, b.String())
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " ")) // an empty last cell
 	}
 }

@@ -69,6 +69,12 @@ func TestConfigErrorsNameTheDirective(t *testing.T) {
 		{"provider command", "command"},
 		{"provider static https://a.example/\nprovider static https://b.example/", "already"},
 		{"workers 3", "provider"}, // no provider at all
+		{"share", "share"},
+		{"share a b", "share"},
+		{"save_interval 0s", "save_interval"},
+		{"storage", "storage"},
+		{"storage nosuch", "nosuch"},
+		{"storage file_system /tmp/a\nstorage file_system /tmp/b", "already"},
 	} {
 		t.Run(strings.ReplaceAll(tc.block, "\n", ";"), func(t *testing.T) {
 			err := loadCaddyfile(":0 {\n\trefractor {\n\t\t" + strings.ReplaceAll(tc.block, "\n", "\n\t\t") + "\n\t}\n}\n")

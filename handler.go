@@ -106,12 +106,31 @@ type Handler struct {
 	// Packages files): with it, a mirror's wrong bytes reach the client.
 	// Default: false (files are checked).
 	SkipVerify bool `json:"skip_verify,omitempty"`
+	// Where what the pools learned of mirrors (throughput, failures,
+	// cool-downs, sync times, trust) is kept, so that a restart does not
+	// start cold: a Caddy storage module, as in Caddy's global `storage`
+	// option. Default: Caddy's storage.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
+	// With a name, the instances whose refractor uses the same storage and
+	// the same share name are a group: each reads the others' measurements
+	// and counts them in its ranking, weighted by age. Without, an instance
+	// restores only what it learned itself. Throughput does not transfer
+	// between networks: share only among instances that reach the mirrors
+	// the same way.
+	Share string `json:"share,omitempty"`
+	// How often what was learned is saved to storage (when it changed),
+	// and, with share, the group's other records read. It is also saved
+	// when the last handler using that storage is cleaned up (Caddy
+	// stops). Default: 2m.
+	SaveInterval caddy.Duration `json:"save_interval,omitempty"`
 	// The provider of candidate mirrors. Required.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
 
 	pool       *pool.Pool
 	live       *namedPool
 	obs        *observer
+	store      *stateStore
+	storageID  string
 	membersKey string
 	logger     *zap.Logger
 }
@@ -136,8 +155,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// After a reload, the pool takes back its mirrors only if its
 	// provider is unchanged (a mirror taken out of a list must not come
 	// back). LoadModule consumes the raw JSON, so take the key first.
-	h.membersKey = h.Name + "\n" + string(h.ProviderRaw)
+	h.membersKey = fmt.Sprintf("%s/%x", h.Name, sha256.Sum256(h.ProviderRaw))
 	h.logger = h.logger.With(zap.String("pool", h.Name))
+	// What earlier processes learned is restored before the pool recruits.
+	if err := h.openStore(ctx); err != nil {
+		return err
+	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -158,6 +181,32 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	registerPool(h.live)
 	if err := h.obs.events.start(ctx); err != nil {
 		return fmt.Errorf("events: %w", err)
+	}
+	return nil
+}
+
+// openStore opens the state store of the handler's storage and share group.
+func (h *Handler) openStore(ctx caddy.Context) error {
+	storage := ctx.Storage()
+	h.storageID = "caddy " + fmt.Sprint(storage)
+	if h.StorageRaw != nil {
+		h.storageID = string(h.StorageRaw) // LoadModule consumes it
+		mod, err := ctx.LoadModule(h, "StorageRaw")
+		if err != nil {
+			return fmt.Errorf("storage: loading module: %w", err)
+		}
+		conv, ok := mod.(caddy.StorageConverter)
+		if !ok {
+			return fmt.Errorf("storage: module %T is not a Caddy storage module", mod)
+		}
+		if storage, err = conv.CertMagicStorage(); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+	}
+	var err error
+	h.store, err = openStateStore(storage, h.storageID, h.Share, cmpOr(time.Duration(h.SaveInterval), defaultSaveInterval), h.logger)
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
 	}
 	return nil
 }
@@ -196,6 +245,7 @@ func (h *Handler) Validate() error {
 		{"evict_after", h.EvictAfter < 0},
 		{"split", h.Split < 0},
 		{"sync_interval", h.SyncInterval < 0},
+		{"save_interval", h.SaveInterval < 0},
 	} {
 		if c.bad {
 			return fmt.Errorf("%s: must not be negative", c.name)
@@ -264,7 +314,8 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 // Cleanup closes the pool and returns at once (Caddy calls it under its
 // config lock): the pool lets the requests it holds finish in the
 // background, then stops. What it learned of its mirrors stays, for the
-// next config and every other pool.
+// next config and every other pool, and is saved to storage (at once
+// when Caddy stops, soon after a reload).
 func (h *Handler) Cleanup() error {
 	if h.live != nil {
 		unregisterPool(h.live)
@@ -274,6 +325,9 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.obs != nil {
 		h.obs.close()
+	}
+	if h.store != nil {
+		h.store.release(h.storageID, h.Share)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -116,7 +117,13 @@ func TestNoGoroutineSurvivesCleanup(t *testing.T) {
 	b.SetFault(testmirror.Status500, "medium", 0)
 	ignore := goleak.IgnoreCurrent()
 
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	// A context with a configuration, as Caddy provisions handlers: its
+	// storage (a directory of this test's) keeps what the pool learned.
+	dir := t.TempDir()
+	ctx, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: json.RawMessage(fmt.Sprintf(`{"module": "file_system", "root": %q}`, dir))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var h Handler
 	cfg := fmt.Sprintf(`{"workers": 2, "provider": {"source": "static", "mirrors": [%q, %q]}}`, a.Base(), b.Base())
 	if err := json.Unmarshal([]byte(cfg), &h); err != nil {
@@ -162,7 +169,10 @@ func TestNoGoroutineSurvivesCleanup(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the pool did not stop after Cleanup")
 	}
-	cancel()
+	// The last handler's Cleanup saved what the pool learned.
+	if saved, _ := filepath.Glob(filepath.Join(dir, "refractor", "learned", "own", "*.json")); len(saved) != 1 {
+		t.Errorf("records saved at Cleanup: %v, want one", saved)
+	}
 	client.CloseIdleConnections()
 	a.Close()
 	b.Close()

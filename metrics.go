@@ -38,6 +38,7 @@ var metrics = struct {
 	eventsDropped   *prometheus.CounterVec
 	refetched       *prometheus.CounterVec
 	verifyFailures  *prometheus.CounterVec
+	storageErrors   *prometheus.CounterVec
 }{
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
@@ -95,6 +96,11 @@ var metrics = struct {
 		Name: "verify_failures_total",
 		Help: "Files whose bytes did not match the hash the repository's index gives (the client's response was aborted, or the file fetched elsewhere).",
 	}, []string{"pool"}),
+	storageErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "storage_errors_total",
+		Help: "Failed operations (list, load, save, delete) on the storage that keeps what the pools learned; the process keeps going without it. Not per pool: the learned state is the process's.",
+	}, []string{"op"}),
 	refetched: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 		Name: "refetched_bytes_total",
@@ -107,7 +113,7 @@ func collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		metrics.requests, metrics.bytes, metrics.queueWait, metrics.attempts, metrics.retries,
 		metrics.failures, metrics.rotations, metrics.providerFetches, metrics.providerErrors,
-		metrics.eventsDropped, metrics.refetched, metrics.verifyFailures, poolCollector{},
+		metrics.eventsDropped, metrics.refetched, metrics.verifyFailures, metrics.storageErrors, poolCollector{},
 	}
 }
 

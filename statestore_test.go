@@ -1,0 +1,226 @@
+package refractor
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-refractor/refractor/internal/testmirror"
+)
+
+// learnMirrors is two slow mirrors (listed first) and two fast ones, all
+// serving the same packages.
+type learnMirrors struct {
+	files      map[string][]byte
+	names      []string
+	slow, fast []*testmirror.Mirror
+}
+
+func newLearnMirrors(t *testing.T) *learnMirrors {
+	t.Helper()
+	m := &learnMirrors{files: map[string][]byte{}}
+	for i := range 8 {
+		name := fmt.Sprintf("extra/os/x86_64/pkg%d-1.0-1-any.pkg.tar.zst", i)
+		m.files[name] = testmirror.Content(name, 256<<10)
+		m.names = append(m.names, name)
+	}
+	for range 2 {
+		s := testmirror.New(t, m.files)
+		s.SetRate(512 << 10)
+		m.slow = append(m.slow, s)
+	}
+	for range 2 {
+		m.fast = append(m.fast, testmirror.New(t, m.files))
+	}
+	return m
+}
+
+// list is the static provider's mirrors, slow ones first.
+func (m *learnMirrors) list() string {
+	var bases []string
+	for _, s := range append(append([]*testmirror.Mirror{}, m.slow...), m.fast...) {
+		bases = append(bases, s.Base())
+	}
+	return strings.Join(bases, " ")
+}
+
+func (m *learnMirrors) slowRequests() int64 { return m.slow[0].Requests() + m.slow[1].Requests() }
+
+func (m *learnMirrors) isFast(base string) bool {
+	return base == m.fast[0].Base() || base == m.fast[1].Base()
+}
+
+// fetch downloads rel through p, checks it, and returns the mirror that
+// served it.
+func (m *learnMirrors) fetch(t *testing.T, p *caddyProcess, rel string) string {
+	t.Helper()
+	resp, err := http.Get(p.url(rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, m.files[rel]) {
+		t.Fatalf("%s: status %d, %d bytes (want %d), err %v", rel, resp.StatusCode, len(body), len(m.files[rel]), err)
+	}
+	return resp.Header.Get("Refractor-Mirror")
+}
+
+// The knobs of these tests' pools: small trials and windows, every
+// transfer a sample, nothing but the clients' requests reaching the mirrors
+// (no sync file, no verification fetches).
+const learnKnobs = `
+			trial 2
+			window 4
+			good_throughput 32MiB
+			peek_timeout 5s
+			sync_file off
+			verify off`
+
+// A restart keeps what was learned: a Caddy process serves until its pool
+// has settled on the fast mirrors and stops; a new process with the same
+// storage (its default one, in the same data directory) sends its first
+// requests to those mirrors, without a trial on the slow ones it learned
+// of; and a reload that edits the provider keeps their scores.
+func TestRestartRestoresWhatWasLearned(t *testing.T) {
+	m := newLearnMirrors(t)
+	home := t.TempDir()
+	block := learnKnobs + `
+			workers 2
+			resign 1
+			provider static ` + m.list()
+
+	first := startCaddyProcess(t, home, block)
+	streak := 0
+	for i := 0; streak < 8; i++ {
+		if i == 200 {
+			t.Fatal("the first process did not settle on the fast mirrors in 200 downloads")
+		}
+		if m.isFast(m.fetch(t, first, m.names[i%len(m.names)])) {
+			streak++
+		} else {
+			streak = 0
+		}
+	}
+	first.stop(t)
+
+	before := m.slowRequests()
+	second := startCaddyProcess(t, home, block)
+	for _, name := range m.names {
+		if mirror := m.fetch(t, second, name); !m.isFast(mirror) {
+			t.Errorf("%s came from %s, not from a mirror the first process ranked best", name, mirror)
+		}
+	}
+	if n := m.slowRequests() - before; n != 0 {
+		t.Errorf("the restarted process sent %d requests to mirrors known to be slow", n)
+	}
+	restored := func() (n int) {
+		for _, ps := range second.pools(t) {
+			for _, w := range ps.Workers {
+				n += w.From["restored"].Samples
+			}
+		}
+		return n
+	}
+	if restored() == 0 {
+		t.Fatalf("no restored samples in the admin API: %+v", second.pools(t))
+	}
+
+	// An edited provider (one more mirror, which renames the pool) keeps
+	// the scores.
+	extra := testmirror.New(t, m.files)
+	second.reload(t, block+" "+extra.Base())
+	if restored() == 0 {
+		t.Fatalf("the reload lost the restored samples: %+v", second.pools(t))
+	}
+}
+
+// sharedRecords returns the records of learned state in storage dir's
+// share group, decoded.
+func sharedRecords(t *testing.T, dir, group string) []learnedRecord {
+	t.Helper()
+	paths, _ := filepath.Glob(filepath.Join(dir, filepath.FromSlash(groupDir(group)), "*.json"))
+	var out []learnedRecord
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue // being replaced
+		}
+		var rec learnedRecord
+		if json.Unmarshal(data, &rec) == nil {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// Two instances (two processes, each with its own data directory, hence
+// its own instance ID) that share a storage directory and a share name:
+// B never tries the mirrors A found slow; without share, an instance
+// learns nothing from A and tries them.
+func TestShareGroupLearnsFromOtherInstances(t *testing.T) {
+	m := newLearnMirrors(t)
+	shared := t.TempDir()
+	storage := fmt.Sprintf("\n\t\t\tstorage file_system %s\n\t\t\tsave_interval 200ms", shared)
+
+	// A has room for every mirror and no rotation: it measures them all.
+	a := startCaddyProcess(t, t.TempDir(), learnKnobs+storage+`
+			share lab
+			workers 4
+			resign 0
+			provider static `+m.list())
+	for i := range 16 {
+		m.fetch(t, a, m.names[i%len(m.names)])
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		recs := sharedRecords(t, shared, "lab")
+		if len(recs) == 1 && len(recs[0].Mirrors) == 4 && len(recs[0].Mirrors[m.slow[0].Base()].Samples) >= 2 && len(recs[0].Mirrors[m.slow[1].Base()].Samples) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A's record did not reach the shared storage with all four mirrors measured: %+v", recs)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a file another process writes
+	}
+
+	// B has room for two: it takes the two A found fast.
+	block := learnKnobs + storage + `
+			workers 2
+			provider static ` + m.list()
+	before := m.slowRequests()
+	b := startCaddyProcess(t, t.TempDir(), block+"\n\t\t\tshare lab")
+	for _, name := range m.names {
+		if mirror := m.fetch(t, b, name); !m.isFast(mirror) {
+			t.Errorf("B fetched %s from %s, which A found slow", name, mirror)
+		}
+	}
+	if n := m.slowRequests() - before; n != 0 {
+		t.Errorf("B sent %d requests to mirrors A found slow", n)
+	}
+	for _, ps := range b.pools(t) {
+		for _, w := range ps.Workers {
+			if w.From["shared"].Samples == 0 {
+				t.Errorf("B's %s shows no samples shared by A: %+v", w.Mirror, w.From)
+			}
+		}
+	}
+	b.stop(t)
+
+	// C, with the same storage but no share name, learns nothing from A.
+	before = m.slowRequests()
+	c := startCaddyProcess(t, t.TempDir(), block)
+	for _, name := range m.names {
+		m.fetch(t, c, name)
+	}
+	if m.slowRequests() == before {
+		t.Error("C, outside the share group, did not try the slow mirrors: it learned from A")
+	}
+}
