@@ -204,7 +204,7 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 		}
 	}
 	var err error
-	h.store, err = openStateStore(storage, h.storageID, h.Share, cmpOr(time.Duration(h.SaveInterval), defaultSaveInterval), h.logger)
+	h.store, err = openStateStore(learned, storage, h.storageID, h.Share, cmpOr(time.Duration(h.SaveInterval), defaultSaveInterval), h.logger)
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}

@@ -110,16 +110,16 @@ func groupDir(share string) string {
 }
 
 // openStateStore returns the state store of storage and share, starting it
-// (and restoring what storage holds) if no handler uses it yet. release
-// gives it back.
-func openStateStore(storage certmagic.Storage, storageID, share string, interval time.Duration, logger *zap.Logger) (*stateStore, error) {
+// (and restoring into state what storage holds) if no handler uses it yet.
+// release gives it back.
+func openStateStore(state *pool.State, storage certmagic.Storage, storageID, share string, interval time.Duration, logger *zap.Logger) (*stateStore, error) {
 	val, _, err := stores.LoadOrNew(storeKey(storageID, share), func() (caddy.Destructor, error) {
 		id, err := caddy.InstanceID()
 		if err != nil {
 			return nil, fmt.Errorf("instance ID: %w", err)
 		}
 		s := &stateStore{
-			storage: storage, state: learned, dir: groupDir(share),
+			storage: storage, state: state, dir: groupDir(share),
 			instance: id.String(), share: share != "", interval: interval,
 			logger: logger.Named("state").With(zap.String("group", groupDir(share))),
 			seen:   map[string]time.Time{},

@@ -2,17 +2,28 @@ package refractor
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+
 	"github.com/caddy-refractor/refractor/internal/testmirror"
+	"github.com/caddy-refractor/refractor/pool"
 )
 
 // learnMirrors is two slow mirrors (listed first) and two fast ones, all
@@ -223,4 +234,122 @@ func TestShareGroupLearnsFromOtherInstances(t *testing.T) {
 	if m.slowRequests() == before {
 		t.Error("C, outside the share group, did not try the slow mirrors: it learned from A")
 	}
+}
+
+// writeRecord stores a record of learned state with one mirror's samples
+// under key, as written at written (the file's time too).
+func writeRecord(t *testing.T, root, key, mirror string, written time.Time) {
+	t.Helper()
+	rec := learnedRecord{Version: learnedVersion, Instance: "other", Process: "p", Written: written, Snapshot: pool.Snapshot{
+		Mirrors: map[string]pool.MirrorRecord{mirror: {Samples: []pool.SampleRecord{
+			{Bytes: 8 << 20, Seconds: 1, At: written.Unix()}, {Bytes: 8 << 20, Seconds: 1, At: written.Unix()}, {Bytes: 8 << 20, Seconds: 1, At: written.Unix()},
+		}}},
+	}}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(root, filepath.FromSlash(key))
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(file, written, written); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A share group's records of instances gone quiet for a day are deleted;
+// recent ones count in the ranking as shared samples.
+func TestShareGroupExpiresQuietInstances(t *testing.T) {
+	root := t.TempDir()
+	fresh, stale := "http://fresh.example/repo/", "http://stale.example/repo/"
+	writeRecord(t, root, groupDir("lab")+"/recent.p1.json", fresh, time.Now().Add(-time.Hour))
+	writeRecord(t, root, groupDir("lab")+"/quiet.p2.json", stale, time.Now().Add(-25*time.Hour))
+
+	state := pool.NewState()
+	storage := &certmagic.FileStorage{Path: root}
+	if _, err := openStateStore(state, storage, "test "+root, "lab", time.Hour, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = stores.Delete(storeKey("test "+root, "lab")) })
+	if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(groupDir("lab")), "quiet.p2.json")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the quiet instance's record is still there (%v)", err)
+	}
+
+	p, err := pool.New(pool.Config{Workers: 2, State: state, SyncFile: "-", Provider: pool.ProviderFunc(
+		func(context.Context) ([]pool.Candidate, error) {
+			return []pool.Candidate{{URL: stale}, {URL: fresh}}, nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(p.Status().Workers) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pool did not take both mirrors: %+v", p.Status())
+		}
+		time.Sleep(5 * time.Millisecond) // the recruiter is the pool's own goroutine
+	}
+	for _, w := range p.Status().Workers {
+		want := map[string]int{fresh: 3, stale: 0}[w.Mirror]
+		if got := w.From["shared"].Samples; got != want {
+			t.Errorf("%s: %d shared samples, want %d", w.Mirror, got, want)
+		}
+	}
+}
+
+// A storage that fails (here a file system storage whose root is a file)
+// costs no request: the failures are counted and logged.
+func TestStorageOutageNeverFailsARequest(t *testing.T) {
+	files := testFiles()
+	m := testmirror.New(t, files)
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, err := caddy.ProvisionContext(&caddy.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h Handler
+	cfg := fmt.Sprintf(`{"storage": {"module": "file_system", "root": %q}, "sync_file": "off", "provider": {"source": "static", "mirrors": [%q]}}`, notADir, m.Base())
+	if err := json.Unmarshal([]byte(cfg), &h); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("a failing storage failed the provisioning: %v", err)
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = h.ServeHTTP(w, r, nil)
+	}))
+	defer front.Close()
+	for name, want := range files {
+		resp, err := http.Get(front.URL + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, want) {
+			t.Fatalf("%s: status %d, %d bytes", name, resp.StatusCode, len(body))
+		}
+	}
+	saves := counterValue(metrics.storageErrors.WithLabelValues("save"))
+	if err := h.Cleanup(); err != nil { // the last user: it saves, and fails
+		t.Fatal(err)
+	}
+	if got := counterValue(metrics.storageErrors.WithLabelValues("save")); got != saves+1 {
+		t.Errorf("save errors counted: %v, want %v", got, saves+1)
+	}
+}
+
+// counterValue reads a counter of this process.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
 }
