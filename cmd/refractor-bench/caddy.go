@@ -103,15 +103,16 @@ func freeAddr() string {
 }
 
 // privateCaddyDirs points Caddy's config and data directories at a temp
-// dir, so the benchmark leaves nothing in the home directory.
-func privateCaddyDirs() (cleanup func()) {
+// dir, so the benchmark leaves nothing in the home directory, and returns
+// it.
+func privateCaddyDirs() (dir string, cleanup func()) {
 	dir, err := os.MkdirTemp("", "refractor-bench-")
 	if err != nil {
 		panic(err)
 	}
 	os.Setenv("XDG_CONFIG_HOME", dir)
 	os.Setenv("XDG_DATA_HOME", dir)
-	return func() { os.RemoveAll(dir) }
+	return dir, func() { os.RemoveAll(dir) }
 }
 
 // hostPort strips the scheme and path of a URL.

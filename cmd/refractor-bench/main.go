@@ -9,8 +9,10 @@
 // Each run of a scenario starts fresh mirrors (new ports, so refractor's
 // pool learns from scratch) and a fresh Caddy config with one server per
 // proxy contender; the contenders then run one after another over the same
-// mirrors, in an order rotated from run to run. Results are medians over
-// the runs.
+// mirrors, in an order rotated from run to run. refractor-warm and
+// refractor-restored follow refractor's run: its pool again, and a new
+// process that restored from storage what that run learned. Results are
+// medians over the runs.
 package main
 
 import (
@@ -49,14 +51,19 @@ type options struct {
 	logFile        string
 	jsonFile       string
 	verbose        bool
+	tempDir        string // private to this run, removed at its end
 	overhead       overheadOptions
 }
 
-var allContenders = []string{"refractor", "refractor-warm", "rp-random", "rp-least_conn", "direct-first", "direct-best"}
+var allContenders = []string{"refractor", "refractor-warm", "refractor-restored", "rp-random", "rp-least_conn", "direct-first", "direct-best"}
 
 func main() {
 	if os.Getenv(upstreamEnv) != "" {
 		runUpstreamChild()
+		return
+	}
+	if os.Getenv(restoredEnv) != "" {
+		runRestoredChild()
 		return
 	}
 	var (
@@ -79,7 +86,7 @@ func main() {
 	flag.DurationVar(&o.minDeadline, "min-deadline", 8*time.Second, "least deadline of a contender's run")
 	flag.DurationVar(&o.maxDeadline, "max-deadline", 15*time.Second, "most deadline of a contender's run")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the tree, the mirror list orders and the download orders")
-	flag.StringVar(&o.logFile, "log", "", "write Caddy's logs to this file")
+	flag.StringVar(&o.logFile, "log", "", "write Caddy's logs to this file (refractor-restored's process's to this file with .restored appended)")
 	flag.StringVar(&o.jsonFile, "json", "", "write every run's raw results to this file")
 	flag.BoolVar(&o.verbose, "v", false, "print each contender's run as it ends")
 	o.overhead.register()
@@ -120,7 +127,8 @@ func main() {
 		quickly("degrade-watch", func() { o.degradeWatch = 3 * time.Second })
 		o.overhead.quick()
 	}
-	cleanup := privateCaddyDirs()
+	var cleanup func()
+	o.tempDir, cleanup = privateCaddyDirs()
 	defer cleanup()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)

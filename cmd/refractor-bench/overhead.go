@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -87,49 +85,16 @@ type overheadResult struct {
 
 // upstream is the child process serving the files.
 type upstream struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	url   string // http://127.0.0.1:port
+	*child
+	url string // http://127.0.0.1:port
 }
 
 func startUpstream(big, medium int64) (*upstream, error) {
-	self, err := os.Executable()
+	c, err := startChild(fmt.Sprintf("%s=%d,%d", upstreamEnv, big, medium))
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%d", upstreamEnv, big, medium))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
 		return nil, fmt.Errorf("upstream child: %w", err)
 	}
-	return &upstream{cmd: cmd, stdin: stdin, url: strings.TrimSpace(line)}, nil
-}
-
-func (u *upstream) stop() {
-	_ = u.stdin.Close() // the child exits when its stdin closes
-	done := make(chan struct{})
-	go func() { _ = u.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = u.cmd.Process.Kill()
-		<-done
-	}
+	return &upstream{child: c, url: c.ready}, nil
 }
 
 // workerPrefix lets one upstream appear as many mirrors to refractor, whose

@@ -124,6 +124,7 @@ func printCell(w io.Writer, c *cell, sc scenario) {
 		}
 		fmt.Fprintln(w)
 	}
+	printRestored(w, c)
 	fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(`
 wall: median time to download every file (">": the deadline stopped the median run, so the time is a
 lower bound). MiB/s: checked bytes over wall time. files done: median. failures, gave up, corrupt:
@@ -134,4 +135,24 @@ the share sent by the k fastest (at the start).`))
 		fmt.Fprintln(w, "recovery: seconds from the degradation until throughput is back within 1.5x of the new oracle rate (\">\": never, before the run ended).")
 	}
 	fmt.Fprintln(w)
+}
+
+// printRestored compares refractor-restored, a pool restarted from
+// storage, with refractor's pool cold and warm (median walls).
+func printRestored(w io.Writer, c *cell) {
+	restored, warm, cold := c.Runs["refractor-restored"], c.Runs["refractor-warm"], c.Runs["refractor"]
+	if len(restored) == 0 {
+		return
+	}
+	r := summarize(restored)
+	fmt.Fprintf(w, "\nrefractor-restored (a new process that restored from storage what refractor's run learned): %s%.2f s", gt(r.wallCensored), r.wall)
+	if len(warm) > 0 {
+		s := summarize(warm)
+		fmt.Fprintf(w, ", x%s%.2f refractor-warm's time (%s%.2f s)", gt(r.wallCensored), r.wall/s.wall, gt(s.wallCensored), s.wall)
+	}
+	if len(cold) > 0 {
+		s := summarize(cold)
+		fmt.Fprintf(w, ", x%s%.2f refractor's cold time (%s%.2f s)", gt(r.wallCensored), r.wall/s.wall, gt(s.wallCensored), s.wall)
+	}
+	fmt.Fprintln(w, ".")
 }

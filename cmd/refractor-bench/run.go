@@ -44,7 +44,7 @@ type runData struct {
 	GaveUp     int     `json:"gave_up"`    // files that failed every attempt
 	Unfinished int     `json:"unfinished"` // files not done when the deadline hit
 	Corrupt    int     `json:"corrupt"`
-	CPU        float64 `json:"cpu_seconds"` // this process's, during the run
+	CPU        float64 `json:"cpu_seconds"` // this process's, during the run (and refractor-restored's process's)
 	TopShare   float64 `json:"top_k_share"` // of the bytes the mirrors sent, the share of the k fastest
 	Recovery   float64 `json:"recovery_seconds,omitempty"`
 	Recovered  bool    `json:"recovered,omitempty"`
@@ -99,6 +99,9 @@ func runScenarios(o options, report *jsonReport) error {
 	return nil
 }
 
+// poolSettle lets a new pool take its mirrors and read their lastsync.
+const poolSettle = 300 * time.Millisecond
+
 func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cell, error) {
 	c := &cell{
 		Scenario: sc.name, About: sc.about, Clients: cs.name,
@@ -139,18 +142,51 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 		if err != nil {
 			return nil, err
 		}
+
+		// refractor-warm is refractor's pool again, right after refractor's
+		// own run: what a pool that has learned these mirrors does.
+		// refractor-restored is a new process that restored what that run
+		// learned from storage: what a pool restarted does.
+		var rotating []string
+		for _, name := range o.contenders {
+			if name != "refractor-warm" && name != "refractor-restored" {
+				rotating = append(rotating, name)
+			}
+		}
+		if len(rotating) == 0 {
+			ms.close()
+			return nil, fmt.Errorf("refractor-warm and refractor-restored need refractor among the contenders")
+		}
+		// Not after a degradation: that pool learned that the fast mirrors
+		// had turned slow, and the next run starts them fast again.
+		follows := func(name string) bool {
+			return slices.Contains(o.contenders, name) && slices.Contains(rotating, "refractor") && sc.degradeAt == 0
+		}
+		warm, restored := follows("refractor-warm"), follows("refractor-restored")
+		refOpts := o.refractorOpts
+		var store string // refractor's storage root, for refractor-restored
+		if restored {
+			if store, err = os.MkdirTemp(o.tempDir, "learned-"); err != nil {
+				ms.close()
+				return nil, fmt.Errorf("refractor-restored: storage: %w", err)
+			}
+			refOpts = storedOptions(o.refractorOpts, store)
+		}
+
 		var servers []proxyServer
+		var refRoutes []any // refractor's, which refractor-restored runs again
 		addrs := map[string]string{}
 		for _, name := range o.contenders {
 			addr := freeAddr()
 			switch name {
 			case "refractor":
-				servers = append(servers, proxyServer{name, addr, refractorRoute(ms.bases(), o.refractorOpts)})
+				refRoutes = refractorRoute(ms.bases(), refOpts)
+				servers = append(servers, proxyServer{name, addr, refRoutes})
 			case "rp-random":
 				servers = append(servers, proxyServer{name, addr, reverseProxyRoute(ms.hostPorts(), "random")})
 			case "rp-least_conn":
 				servers = append(servers, proxyServer{name, addr, reverseProxyRoute(ms.hostPorts(), "least_conn")})
-			case "direct-first", "direct-best", "refractor-warm":
+			case "direct-first", "direct-best", "refractor-warm", "refractor-restored":
 			default:
 				ms.close()
 				return nil, fmt.Errorf("unknown contender %q", name)
@@ -161,7 +197,7 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 			ms.close()
 			return nil, err
 		}
-		time.Sleep(300 * time.Millisecond) // let the pool take its mirrors and read their lastsync
+		time.Sleep(poolSettle)
 		if o.verbose {
 			var list []string
 			for _, i := range ms.order {
@@ -170,27 +206,31 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 			progress("  run %d mirrors in list order (port=MiB/s): %s", run+1, strings.Join(list, " "))
 		}
 
-		// refractor-warm is refractor's pool again, right after refractor's
-		// own run: what a pool that has learned these mirrors does.
-		var rotating []string
-		for _, name := range o.contenders {
-			if name != "refractor-warm" {
-				rotating = append(rotating, name)
-			}
-		}
-		// Not after a degradation: that pool learned that the fast mirrors
-		// had turned slow, and the next run starts them fast again.
-		warm := slices.Contains(o.contenders, "refractor-warm") && slices.Contains(rotating, "refractor") && sc.degradeAt == 0
 		n := len(rotating)
 		order := append(slices.Clone(rotating[run%n:]), rotating[:run%n]...)
 		pos := 0
-		runOne := func(name, base string) {
+		// runOne runs the workload against base; proxyCPU, if set, is the
+		// CPU time of the contender's own process, counted with this one's.
+		runOne := func(name, base string, proxyCPU func() (time.Duration, error)) {
 			if !ms.waitIdle(15 * time.Second) {
 				progress("warning: mirrors still busy before %s", name)
 			}
 			ms.reset()
 			before := ms.sent()
+			var cpu0, cpu1 time.Duration
+			var cpuErr error
+			if proxyCPU != nil {
+				cpu0, cpuErr = proxyCPU()
+			}
 			out := runWorkload(machines, cs.parallel, func(int) string { return base }, deadline)
+			if proxyCPU != nil && cpuErr == nil {
+				cpu1, cpuErr = proxyCPU()
+			}
+			if cpuErr != nil {
+				progress("warning: %s: %v", name, cpuErr)
+			} else {
+				out.cpu += cpu1 - cpu0
+			}
 			after := ms.sent()
 			var all, top int64
 			for i := range after {
@@ -219,7 +259,7 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 			}
 			c.Runs[name] = append(c.Runs[name], rd)
 			if o.verbose {
-				progress("  run %d %-14s %s", run+1, name, rd.summary(or.seconds))
+				progress("  run %d %-18s %s", run+1, name, rd.summary(or.seconds))
 			}
 		}
 		for _, name := range order {
@@ -232,9 +272,33 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 			default:
 				base = "http://" + addrs[name] + "/"
 			}
-			runOne(name, base)
-			if name == "refractor" && warm {
-				runOne("refractor-warm", base)
+			runOne(name, base, nil)
+			if name != "refractor" {
+				continue
+			}
+			ended := time.Now()
+			var rp *restoredProxy
+			if restored {
+				// The child restores at its start, before refractor-warm runs
+				// (what that teaches the pool is saved too): both start
+				// from what refractor's run learned.
+				if !waitRecord(store, ended, recordWait) {
+					progress("warning: refractor's learned state was not saved within %v of its run; refractor-restored restores an older record, or none", recordWait)
+				}
+				if rp, err = startRestored(refRoutes, o.logFile); err != nil {
+					ms.close()
+					return nil, fmt.Errorf("refractor-restored: %w", err)
+				}
+				time.Sleep(poolSettle)
+			}
+			if warm {
+				runOne("refractor-warm", base, nil)
+			}
+			if rp != nil {
+				runOne("refractor-restored", rp.base, rp.cpu)
+				if err := rp.stop(); err != nil {
+					progress("warning: refractor-restored's process: %v", err)
+				}
 			}
 		}
 		if !ms.waitIdle(15 * time.Second) {
