@@ -176,7 +176,11 @@ func (p *Pool) release(w *worker, o outcome) {
 	p.free(w)
 	w.served++
 	if p.record(w.key, w.stats, o) && w.probation > 0 {
-		w.probation--
+		if w.probation--; w.probation == 0 {
+			p.state.mu.Lock()
+			p.publishMembers() // it may resign now, after a restart too
+			p.state.mu.Unlock()
+		}
 	}
 	if reason := p.leaveReason(w); reason != "" && !p.closing {
 		p.remove(w, reason)

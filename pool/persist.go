@@ -55,6 +55,9 @@ type PoolMember struct {
 	// Remote: the mirror came from a list fetched from a public address
 	// (see Candidate.Remote).
 	Remote bool `json:"remote,omitempty"`
+	// Probation is how many samples it still had to show before it could
+	// resign: it had come back from a cool-down.
+	Probation int `json:"probation,omitempty"`
 }
 
 // Snapshot returns what the State learned that still counts at now:
@@ -91,7 +94,7 @@ func (s *State) Snapshot(now time.Time) Snapshot {
 	}
 	for key, cands := range s.members {
 		for _, c := range cands {
-			snap.Pools[key] = append(snap.Pools[key], PoolMember{URL: c.URL, Remote: c.Remote})
+			snap.Pools[key] = append(snap.Pools[key], PoolMember{URL: c.URL, Remote: c.Remote, Probation: c.probation})
 		}
 	}
 	return snap
@@ -142,7 +145,7 @@ func (s *State) Restore(snap Snapshot, now time.Time) {
 			continue
 		}
 		for _, m := range members {
-			s.members[key] = append(s.members[key], Candidate{URL: m.URL, Remote: m.Remote})
+			s.members[key] = append(s.members[key], member{Candidate{URL: m.URL, Remote: m.Remote}, max(m.Probation, 0)})
 		}
 	}
 }

@@ -166,20 +166,49 @@ func TestSharedSamplesRankButNeverEcho(t *testing.T) {
 }
 
 func TestPriorOrder(t *testing.T) {
-	a, b, c, d, e := Candidate{URL: "a"}, Candidate{URL: "b"}, Candidate{URL: "c"}, Candidate{URL: "d"}, Candidate{URL: "e"}
+	a, b, c, d, e := member{Candidate: Candidate{URL: "a"}}, member{Candidate: Candidate{URL: "b"}}, member{Candidate: Candidate{URL: "c"}}, member{Candidate: Candidate{URL: "d"}}, member{Candidate: Candidate{URL: "e"}}
 	for _, tc := range []struct {
 		name  string
 		known map[string]float64
-		want  []Candidate
+		want  []member
 	}{
-		{"nothing known keeps the provider's order", nil, []Candidate{a, b, c, d, e}},
-		{"fast first, best first; slow last", map[string]float64{"a": 1e5, "c": 4e6, "e": 8e6}, []Candidate{e, c, b, d, a}},
-		{"good never counts as slow", map[string]float64{"a": 11 << 20, "b": 100 << 20}, []Candidate{b, a, c, d, e}},
+		{"nothing known keeps the provider's order", nil, []member{a, b, c, d, e}},
+		{"fast first, best first; slow last", map[string]float64{"a": 1e5, "c": 4e6, "e": 8e6}, []member{e, c, b, d, a}},
+		{"good never counts as slow", map[string]float64{"a": 11 << 20, "b": 100 << 20}, []member{b, a, c, d, e}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := priorOrder([]Candidate{a, b, c, d, e}, tc.known, 10<<20); !slices.Equal(got, tc.want) {
+			if got := priorOrder([]member{a, b, c, d, e}, tc.known, 10<<20); !slices.Equal(got, tc.want) {
 				t.Fatalf("got %v, want %v", got, tc.want)
 			}
 		})
 	}
+}
+
+// A member taken back after a restart keeps the probation it had (it had
+// come back from a cool-down): the restored ranking does not make it
+// resign before it has shown new samples.
+func TestRestoredMembersKeepTheirProbation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		slow, fast := mirrorURL("slow"), mirrorURL("fast")
+		at := time.Now().Unix()
+		samples := func(rate int64) []SampleRecord {
+			return []SampleRecord{{rate, 1, at}, {rate, 1, at}, {rate, 1, at}}
+		}
+		snap := throughJSON(t, Snapshot{
+			Mirrors: map[string]MirrorRecord{slow: {Samples: samples(1e5)}, fast: {Samples: samples(8e6)}},
+			Pools:   map[string][]PoolMember{"k": {{URL: slow, Probation: 3}, {URL: fast}}},
+		})
+		state := NewState()
+		state.Restore(snap, time.Now())
+		p := startBubblePool(t, Config{MembersKey: "k", Workers: 2, Resign: 1, State: state, Provider: listProvider()})
+		if w := workerOf(t, p, slow); w.probation != 3 {
+			t.Fatalf("slow back on probation %d, want 3", w.probation)
+		}
+		p.mu.Lock()
+		resigned := p.resignIdle()
+		p.mu.Unlock()
+		if resigned {
+			t.Fatal("a member on probation resigned on restored samples")
+		}
+	})
 }

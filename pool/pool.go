@@ -264,7 +264,7 @@ func (p *Pool) publishMembers() {
 	}
 	keys := p.state.members[p.cfg.MembersKey][:0]
 	for _, w := range p.workers {
-		keys = append(keys, Candidate{URL: w.key, LastSync: w.lastSync, Remote: w.remote})
+		keys = append(keys, member{Candidate{URL: w.key, LastSync: w.lastSync, Remote: w.remote}, w.probation})
 	}
 	p.state.members[p.cfg.MembersKey] = keys
 }

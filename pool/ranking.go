@@ -282,12 +282,12 @@ func fasterThan(sts []standing, key string, rate float64) bool {
 // prior); last those known to be slow, below good and below half the best
 // known, best first. A known mirror is never left out: the order only
 // decides who joins while the pool has room.
-func priorOrder(cands []Candidate, known map[string]float64, good float64) []Candidate {
+func priorOrder(cands []member, known map[string]float64, good float64) []member {
 	best := 0.0
 	for _, c := range cands {
 		best = max(best, known[c.URL])
 	}
-	class := func(c Candidate) int {
+	class := func(c member) int {
 		score, ok := known[c.URL]
 		switch {
 		case !ok:
@@ -298,7 +298,7 @@ func priorOrder(cands []Candidate, known map[string]float64, good float64) []Can
 		return 2
 	}
 	out := slices.Clone(cands)
-	slices.SortStableFunc(out, func(a, b Candidate) int {
+	slices.SortStableFunc(out, func(a, b member) int {
 		if ca, cb := class(a), class(b); ca != cb {
 			return ca - cb
 		}

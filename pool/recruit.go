@@ -32,7 +32,7 @@ func (p *Pool) recruitLoop() {
 	p.state.mu.Lock()
 	previous := slices.Clone(p.state.members[p.cfg.MembersKey])
 	p.state.mu.Unlock()
-	p.probeSync(p.admit(previous))
+	p.probeSync(p.admitMembers(previous))
 
 	backoff := minBackoff
 	resync := time.NewTicker(p.cfg.SyncInterval)
@@ -169,6 +169,16 @@ func (p *Pool) noteProvider(err error) {
 // admit adds workers for the candidates that are valid, new and not cooling
 // down, while the pool has room, and returns the workers that joined.
 func (p *Pool) admit(cands []Candidate) []*worker {
+	ms := make([]member, len(cands))
+	for i, c := range cands {
+		ms[i] = member{Candidate: c}
+	}
+	return p.admitMembers(ms)
+}
+
+// admitMembers is admit for members taken back, each on the probation it
+// had.
+func (p *Pool) admitMembers(cands []member) []*worker {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var joined []*worker
@@ -192,7 +202,7 @@ func (p *Pool) admit(cands []Candidate) []*worker {
 		if cooling {
 			continue
 		}
-		joined = append(joined, p.join(u, c, 0))
+		joined = append(joined, p.join(u, c.Candidate, c.probation))
 	}
 	return joined
 }
@@ -200,7 +210,7 @@ func (p *Pool) admit(cands []Candidate) []*worker {
 // byPrior orders candidates by what is known of them (priorOrder): a pool
 // that restarts, or meets mirrors another pool or instance measured, takes
 // the fast ones first and the slow ones last.
-func (p *Pool) byPrior(cands []Candidate) []Candidate {
+func (p *Pool) byPrior(cands []member) []member {
 	known := map[string]float64{}
 	p.state.mu.Lock()
 	for _, c := range cands {

@@ -16,9 +16,9 @@ type State struct {
 	mu       sync.Mutex
 	mirrors  map[string]*mirrorStats
 	cooldown map[string]time.Time
-	resigned map[string]bool        // cooling down for being slow, not for failing
-	members  map[string][]Candidate // by MembersKey
-	liars    map[string]bool        // cooling down for lying (verify.go)
+	resigned map[string]bool     // cooling down for being slow, not for failing
+	members  map[string][]member // by MembersKey
+	liars    map[string]bool     // cooling down for lying (verify.go)
 }
 
 // NewState returns an empty State.
@@ -27,9 +27,17 @@ func NewState() *State {
 		mirrors:  make(map[string]*mirrorStats),
 		cooldown: make(map[string]time.Time),
 		resigned: make(map[string]bool),
-		members:  make(map[string][]Candidate),
+		members:  make(map[string][]member),
 		liars:    make(map[string]bool),
 	}
+}
+
+// member is a mirror a pool had, and the samples it still had to show
+// before it could resign (see worker.probation): a pool that takes its
+// members back, after a reload or a restart, keeps them on the same terms.
+type member struct {
+	Candidate
+	probation int
 }
 
 // mirrorStats is the moving window of throughput samples of one mirror.
