@@ -3,6 +3,7 @@
 package refractor
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -165,43 +166,36 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 func (h *Handler) unmarshalProvider(d *caddyfile.Dispenser) error {
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	if h.ProviderRaw != nil {
-		return fmt.Errorf("a provider is already specified")
-	}
-	name := d.Val()
-	modID := "http.handlers.refractor.providers." + name
-	unm, err := caddyfile.UnmarshalModule(d, modID)
-	if err != nil {
-		return err
-	}
-	if _, ok := unm.(pool.Provider); !ok {
-		return fmt.Errorf("module %s (%T) is not a refractor provider", modID, unm)
-	}
-	h.ProviderRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
-	return nil
+	return unmarshalGuest(d, "http.handlers.refractor.providers.", "source", &h.ProviderRaw, "provider", "refractor provider",
+		func(m any) bool { _, ok := m.(pool.Provider); return ok })
 }
 
 // unmarshalStorage reads `storage <module> ...` as Caddy's global storage
 // option does.
 func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
+	return unmarshalGuest(d, "caddy.storage.", "module", &h.StorageRaw, "storage", "storage module",
+		func(m any) bool { _, ok := m.(caddy.StorageConverter); return ok })
+}
+
+// unmarshalGuest reads `<name> [<args...>] [{ ... }]` as the module
+// namespace+name into raw, with its name under inlineKey, for the option
+// that takes one kind of module; is checks that the module is one (what).
+func unmarshalGuest(d *caddyfile.Dispenser, namespace, inlineKey string, raw *json.RawMessage, kind, what string, is func(any) bool) error {
 	if !d.NextArg() {
 		return d.ArgErr()
 	}
-	if h.StorageRaw != nil {
-		return fmt.Errorf("a storage is already specified")
+	if *raw != nil {
+		return fmt.Errorf("a %s is already specified", kind)
 	}
 	name := d.Val()
-	unm, err := caddyfile.UnmarshalModule(d, "caddy.storage."+name)
+	unm, err := caddyfile.UnmarshalModule(d, namespace+name)
 	if err != nil {
 		return err
 	}
-	if _, ok := unm.(caddy.StorageConverter); !ok {
-		return fmt.Errorf("module caddy.storage.%s (%T) is not a storage module", name, unm)
+	if !is(unm) {
+		return fmt.Errorf("module %s%s (%T) is not a %s", namespace, name, unm, what)
 	}
-	h.StorageRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
+	*raw = caddyconfig.JSONModuleObject(unm, inlineKey, name, nil)
 	return nil
 }
 
