@@ -43,6 +43,10 @@ type outcome struct {
 	corrupt  int // files whose bytes were wrong, or short but ended cleanly
 	series   []int64
 	cpu      time.Duration // this process's CPU time during the run
+	// dbsDone is when the last machine had its databases (or gave up on
+	// them), and dbsReceived the bytes received by then.
+	dbsDone     time.Duration
+	dbsReceived int64
 }
 
 // maxAttempts is how many times a client tries a file.
@@ -114,6 +118,9 @@ func runWorkload(machines []machine, parallel int, base func(int) string, deadli
 			for _, db := range m.dbs {
 				record(db, fetchFile(ctx, client, b, db, &received))
 			}
+			mu.Lock()
+			out.dbsDone, out.dbsReceived = time.Since(start), received.Load()
+			mu.Unlock()
 			files := make(chan fileRef)
 			var inner sync.WaitGroup
 			for range parallel {

@@ -45,6 +45,8 @@ type options struct {
 	minDeadline    time.Duration
 	maxDeadline    time.Duration
 	staticDeadline time.Duration
+	bigfileSize    int64
+	bigDeadline    time.Duration
 	degradeWatch   time.Duration
 	seed           uint64
 	refractorOpts  map[string]any
@@ -69,17 +71,19 @@ func main() {
 	var (
 		o          options
 		quick      = flag.Bool("quick", false, "a one-minute smoke run: one run, smaller workloads, fewer cells")
-		scenarios  = flag.String("scenarios", "static,degrade/one,flaky/one", "scenarios to run (static, degrade, flaky), each with every -clients setup or, as static/one, with one")
+		scenarios  = flag.String("scenarios", "static,degrade/one,flaky/one,bigfile/one", "scenarios to run (static, degrade, flaky, bigfile), each with every -clients setup or, as static/one, with one")
 		clients    = flag.String("clients", "one,lan", "client setups: one (1 client x 5 downloads), lan (4 clients x 5)")
 		contenders = flag.String("contenders", strings.Join(allContenders, ","), "contenders to run")
 		total      = flag.String("total", "128MiB", "package bytes of the static and flaky scenarios")
 		degTotal   = flag.String("degrade-total", "384MiB", "package bytes of the degrade scenario")
+		bigSize    = flag.String("bigfile-size", "200MiB", "size of the bigfile scenario's one package")
 		refOpts    = flag.String("refractor", "", `extra refractor handler options, as JSON (e.g. {"window":5})`)
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	)
 	flag.IntVar(&o.runs, "runs", 3, "runs of each scenario (results are medians)")
 	flag.StringVar(&o.mode, "mode", "all", "scenarios, overhead, or all")
 	flag.DurationVar(&o.staticDeadline, "static-deadline", 20*time.Second, "least deadline of the static scenario with one client, the headline comparison")
+	flag.DurationVar(&o.bigDeadline, "bigfile-deadline", 60*time.Second, "deadline of the bigfile scenario, long enough for direct-best")
 	flag.DurationVar(&o.degradeWatch, "degrade-watch", 9*time.Second, "the degrade scenario's deadline is this long after the degradation")
 	flag.DurationVar(&o.degradeAt, "degrade-at", 3*time.Second, "when the fast mirrors degrade, after each contender starts")
 	flag.Float64Var(&o.deadlineFactor, "deadline-factor", 6, "a contender's run stops at this many times the oracle's time")
@@ -102,6 +106,9 @@ func main() {
 	if o.degradeTotal, err = mirrorsim.ParseSize(*degTotal); err != nil {
 		fatal(err)
 	}
+	if o.bigfileSize, err = mirrorsim.ParseSize(*bigSize); err != nil {
+		fatal(err)
+	}
 	if *refOpts != "" {
 		if err := json.Unmarshal([]byte(*refOpts), &o.refractorOpts); err != nil {
 			fatal(fmt.Errorf("-refractor: %w", err))
@@ -119,12 +126,14 @@ func main() {
 		quickly("runs", func() { o.runs = 1 })
 		quickly("total", func() { o.total = 48 * mib })
 		quickly("degrade-total", func() { o.degradeTotal = 96 * mib })
+		quickly("bigfile-size", func() { o.bigfileSize = 32 * mib })
 		quickly("degrade-at", func() { o.degradeAt = 1500 * time.Millisecond })
-		quickly("scenarios", func() { o.scenarios = []string{"static/one", "degrade/one", "flaky/one"} })
+		quickly("scenarios", func() { o.scenarios = []string{"static/one", "degrade/one", "flaky/one", "bigfile/one"} })
 		quickly("min-deadline", func() { o.minDeadline = 3 * time.Second })
 		quickly("max-deadline", func() { o.maxDeadline = 5 * time.Second })
 		quickly("static-deadline", func() { o.staticDeadline = 5 * time.Second })
 		quickly("degrade-watch", func() { o.degradeWatch = 3 * time.Second })
+		quickly("bigfile-deadline", func() { o.bigDeadline = 8 * time.Second })
 		o.overhead.quick()
 	}
 	var cleanup func()

@@ -125,6 +125,7 @@ func printCell(w io.Writer, c *cell, sc scenario) {
 		fmt.Fprintln(w)
 	}
 	printRestored(w, c)
+	printBigfile(w, c)
 	fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(`
 wall: median time to download every file (">": the deadline stopped the median run, so the time is a
 lower bound). MiB/s: checked bytes over wall time. files done: median. failures, gave up, corrupt:
@@ -155,4 +156,57 @@ func printRestored(w io.Writer, c *cell) {
 		fmt.Fprintf(w, ", x%s%.2f refractor's cold time (%s%.2f s)", gt(r.wallCensored), r.wall/s.wall, gt(s.wallCensored), s.wall)
 	}
 	fmt.Fprintln(w, ".")
+}
+
+// The bigfile issue's targets: the file at this fraction of the sum of the
+// caps one download can use (the 4 fastest), and refractor this many times
+// faster than direct-best.
+const (
+	bigfileRateTarget    = 0.8
+	bigfileSpeedupTarget = 2.0
+)
+
+// printBigfile compares, in a cell whose downloads may use several mirrors,
+// each contender's package rate with the sum of the caps one download can
+// use, and refractor's time with direct-best's (median walls).
+func printBigfile(w io.Writer, c *cell) {
+	if c.Ranges == 0 {
+		return
+	}
+	sum := c.Oracle.Download
+	fmt.Fprintf(w, "\nsum of the %d fastest caps: %.1f MiB/s; the target, %.1fx of it: %.1f MiB/s.\n",
+		c.Ranges, sum/mib, bigfileRateTarget, bigfileRateTarget*sum/mib)
+	var rates []string
+	for _, name := range c.Contenders {
+		rs := c.Runs[name]
+		if len(rs) == 0 {
+			continue
+		}
+		var xs []float64
+		for _, r := range rs {
+			xs = append(xs, r.PackageRate)
+		}
+		m, _ := median(xs, nil)
+		rates = append(rates, fmt.Sprintf("%s %.1f MiB/s (%.2f)", name, m/mib, m/sum))
+	}
+	fmt.Fprintf(w, "package rate (bytes received after the databases, over the time from then to the end of the run, median) and its fraction of that sum: %s.\n",
+		strings.Join(rates, ", "))
+	ref, best := c.Runs["refractor"], c.Runs["direct-best"]
+	if len(ref) == 0 || len(best) == 0 {
+		return
+	}
+	r, b := summarize(ref), summarize(best)
+	// A censored time is a lower bound: so is the ratio if only
+	// direct-best's is, and it is an upper bound if only refractor's is.
+	mark := ""
+	switch {
+	case r.wallCensored && b.wallCensored:
+		mark = "?"
+	case b.wallCensored:
+		mark = ">"
+	case r.wallCensored:
+		mark = "<"
+	}
+	fmt.Fprintf(w, "refractor's speed-up over direct-best (direct-best's time / refractor's): x%s%.2f (%s%.2f s / %s%.2f s); the target is x%.0f.\n",
+		mark, b.wall/r.wall, gt(b.wallCensored), b.wall, gt(r.wallCensored), r.wall, bigfileSpeedupTarget)
 }

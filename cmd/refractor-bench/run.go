@@ -22,7 +22,9 @@ type cell struct {
 		Seconds   float64 `json:"seconds"`
 		Rate      float64 `json:"rate_bps"`
 		RateAfter float64 `json:"rate_after_bps,omitempty"`
+		Download  float64 `json:"download_rate_bps"` // the caps one download can use
 	} `json:"oracle"`
+	Ranges     int                  `json:"ranges,omitempty"` // mirrors one download may use at once
 	Deadline   float64              `json:"deadline_seconds"`
 	DegradeAt  float64              `json:"degrade_at_seconds,omitempty"`
 	TopK       int                  `json:"top_k"`
@@ -46,9 +48,12 @@ type runData struct {
 	Corrupt    int     `json:"corrupt"`
 	CPU        float64 `json:"cpu_seconds"` // this process's, during the run (and refractor-restored's process's)
 	TopShare   float64 `json:"top_k_share"` // of the bytes the mirrors sent, the share of the k fastest
-	Recovery   float64 `json:"recovery_seconds,omitempty"`
-	Recovered  bool    `json:"recovered,omitempty"`
-	Series     []int64 `json:"series,omitempty"` // bytes received, every 100 ms
+	// PackageRate: bytes received after the databases over the time from
+	// then to the end of the run (the deadline, if it stopped the run).
+	PackageRate float64 `json:"package_rate_bps"`
+	Recovery    float64 `json:"recovery_seconds,omitempty"`
+	Recovered   bool    `json:"recovered,omitempty"`
+	Series      []int64 `json:"series,omitempty"` // bytes received, every 100 ms
 }
 
 type jsonReport struct {
@@ -70,10 +75,12 @@ func runScenarios(o options, report *jsonReport) error {
 			sc = degradeScenario(o.degradeTotal, o.degradeAt)
 		case "flaky":
 			sc = flakyScenario(o.total)
+		case "bigfile":
+			sc = bigfileScenario(o.bigfileSize, o.bigDeadline)
 		default:
 			return fmt.Errorf("unknown scenario %q", name)
 		}
-		tree := mirrorsim.Arch(mirrorsim.ArchConfig{Total: sc.total, Seed: o.seed})
+		tree := mirrorsim.Arch(mirrorsim.ArchConfig{Total: sc.total, Large: sc.large, Seed: o.seed})
 		cnames := o.clients
 		if limited {
 			cnames = []string{clients}
@@ -106,7 +113,10 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 	c := &cell{
 		Scenario: sc.name, About: sc.about, Clients: cs.name,
 		Contenders: o.contenders, Runs: map[string][]runData{},
-		TopK: min(5, len(sc.rates)),
+		TopK: min(5, len(sc.rates)), Ranges: sc.ranges,
+	}
+	if sc.ranges > 0 {
+		c.TopK = min(sc.ranges, len(sc.rates))
 	}
 	machines := plan(tree, cs, o.seed)
 	for _, m := range machines {
@@ -120,9 +130,10 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 		}
 	}
 	or := sc.oracle(machines, cs)
-	c.Oracle.Seconds, c.Oracle.Rate, c.Oracle.RateAfter = or.seconds, or.rate, or.after
+	c.Oracle.Seconds, c.Oracle.Rate, c.Oracle.RateAfter, c.Oracle.Download = or.seconds, or.rate, or.after, or.download
 	deadline := time.Duration(o.deadlineFactor * or.seconds * float64(time.Second))
 	deadline = min(max(deadline, o.minDeadline), o.maxDeadline)
+	deadline = max(deadline, sc.leastDeadline)
 	if sc.name == "static" && cs == oneClient {
 		// The headline cell: long enough for reverse_proxy to finish.
 		deadline = max(deadline, o.staticDeadline)
@@ -247,6 +258,9 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 				Series: out.series, CPU: out.cpu.Seconds(),
 			}
 			pos++
+			if t := (out.wall - out.dbsDone).Seconds(); t > 0 {
+				rd.PackageRate = float64(out.received-out.dbsReceived) / t
+			}
 			if all > 0 {
 				rd.TopShare = float64(top) / float64(all)
 			}
@@ -259,7 +273,7 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 			}
 			c.Runs[name] = append(c.Runs[name], rd)
 			if o.verbose {
-				progress("  run %d %-18s %s", run+1, name, rd.summary(or.seconds))
+				progress("  run %d %-18s %s", run+1, name, rd.summary(or.seconds, c.TopK))
 			}
 		}
 		for _, name := range order {
@@ -309,13 +323,13 @@ func runCell(o options, sc scenario, cs clientSetup, tree *mirrorsim.List) (*cel
 	return c, nil
 }
 
-func (r runData) summary(oracle float64) string {
+func (r runData) summary(oracle float64, topK int) string {
 	mark := ""
 	if r.Censored {
 		mark = ">"
 	}
-	s := fmt.Sprintf("%s%.2f s  %.1f MiB/s  x%.2f oracle  %d/%d files  failures %d  corrupt %d  top-5 share %.0f%%  cpu %.2f s",
-		mark, r.Wall, float64(r.Good)/mib/r.Wall, r.Wall/oracle, r.Done, r.Files, r.Failures, r.Corrupt, 100*r.TopShare, r.CPU)
+	s := fmt.Sprintf("%s%.2f s  %.1f MiB/s  x%.2f oracle  %d/%d files  failures %d  corrupt %d  top-%d share %.0f%%  cpu %.2f s  packages at %.1f MiB/s",
+		mark, r.Wall, float64(r.Good)/mib/r.Wall, r.Wall/oracle, r.Done, r.Files, r.Failures, r.Corrupt, topK, 100*r.TopShare, r.CPU, r.PackageRate/mib)
 	if r.Recovery != 0 || r.Recovered {
 		m := ""
 		if !r.Recovered {

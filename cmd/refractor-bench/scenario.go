@@ -17,6 +17,14 @@ type scenario struct {
 	// latency of mirror i (first byte)
 	latency func(i int) time.Duration
 	total   int64 // bytes of packages in the tree
+	large   int64 // bytes of the one large package (0: mirrorsim.Arch's default)
+	// ranges: a download may take Range requests from this many mirrors
+	// at once (refractor's split), so the oracle lets it use the sum of
+	// the ranges fastest caps; 0: one mirror per download.
+	ranges int
+	// leastDeadline, if set, is the least deadline of every cell, over
+	// -max-deadline.
+	leastDeadline time.Duration
 	// degradation: the degradeCount fastest mirrors drop to degradeTo at
 	// degradeAt after each contender starts.
 	degradeAt    time.Duration
@@ -68,6 +76,25 @@ func flakyScenario(total int64) scenario {
 	s.flaky = map[int]float64{1: 0.25, 4: 0.25, 7: 0.25, 10: 0.25}
 	s.about = "as static; mirrors ranked 2, 5, 8, 11 by speed fail 25% of requests (500, 404, resets, hangs, short bodies)"
 	return s
+}
+
+// bigfileScenario is one package of size bytes (and the databases) over
+// mirrors of mixed speeds: can one download go faster than the fastest
+// mirror?
+func bigfileScenario(size int64, deadline time.Duration) scenario {
+	return scenario{
+		name:  "bigfile",
+		about: "12 mirrors, static caps 0.25 to 12 MiB/s (12, 8, 6, 4, 3, 2, 1.5, 1, 0.75, 0.5, 0.35, 0.25); one package, which the oracle splits over the 4 fastest",
+		rates: []int64{
+			12 * mib, 8 * mib, 6 * mib, 4 * mib, 3 * mib, 2 * mib,
+			3 * mib / 2, mib, 3 * mib / 4, mib / 2, 35 * mib / 100, mib / 4,
+		},
+		latency:       defaultLatency,
+		total:         size,
+		large:         size,
+		ranges:        4,
+		leastDeadline: deadline,
+	}
 }
 
 func geometricDesc(n int, lo, hi int64) []int64 {
@@ -188,13 +215,17 @@ func plan(tree *mirrorsim.List, cs clientSetup, seed uint64) []machine {
 // database phase (every machine fetches the databases at once) and the package
 // phase, each one first-byte latency plus the bytes over the sum of the
 // fastest caps that as many downloads as run at once can use (a download
-// uses one mirror), and never less than the largest package over the
-// fastest cap. Faulty mirrors are left out (a perfect balancer avoids
-// them); a degradation changes the caps at its time.
+// uses one mirror, or sc.ranges), and never less than the largest package
+// over the caps one download can use. Faulty mirrors are left out (a
+// perfect balancer avoids them); a degradation changes the caps at its
+// time.
 type oracle struct {
 	seconds float64
 	rate    float64 // bytes per second in the package phase, before any degradation
 	after   float64 // after the degradation, or 0
+	// download is the sum of the caps one download can use (the
+	// fastest, or the sc.ranges fastest).
+	download float64
 }
 
 func (sc scenario) oracle(ms []machine, cs clientSetup) oracle {
@@ -226,6 +257,7 @@ func (sc scenario) oracle(ms []machine, cs clientSetup) oracle {
 	}
 	caps := healthy(false)
 	var dbBytes, pkgBytes, largest float64
+	pkgs := 0
 	for _, m := range ms {
 		for _, db := range m.dbs {
 			dbBytes += float64(db.size)
@@ -234,11 +266,13 @@ func (sc scenario) oracle(ms []machine, cs clientSetup) oracle {
 			pkgBytes += float64(p.size)
 			largest = max(largest, float64(p.size))
 		}
+		pkgs += len(m.packages)
 	}
-	k := cs.machines * cs.parallel
-	o := oracle{rate: topSum(caps, k)}
+	perDownload := max(sc.ranges, 1)
+	k := min(cs.machines*cs.parallel, max(pkgs, 1)) * perDownload
+	o := oracle{rate: topSum(caps, k), download: topSum(caps, perDownload)}
 	dbTime := lat + dbBytes/topSum(caps, cs.machines)
-	pkgTime := lat + max(pkgBytes/o.rate, largest/caps[0])
+	pkgTime := lat + max(pkgBytes/o.rate, largest/o.download)
 	if sc.degradeAt > 0 {
 		o.after = topSum(healthy(true), k)
 		t := sc.degradeAt.Seconds()
