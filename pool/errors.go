@@ -37,6 +37,7 @@ var (
 	errTrickle      = errors.New("transfer far slower than the pool's median")
 	errContinuation = errors.New("continuation")
 	errClientGone   = errors.New("client went away")
+	errOvertaken    = errors.New("a faster mirror takes over the chunk the client waits for")
 )
 
 // statusError is a mirror's answer with an unusable status.

@@ -75,6 +75,22 @@ func (p *Pool) spareHelpers(exclude map[string]bool, n int, minScore float64) []
 	return idleHelpers(p.standings(), exclude, n, minScore, p.cfg.TrialSamples)
 }
 
+// Exploration: while one large transfer runs and workers on trial sit idle
+// (a cold pool with a single client), they fetch chunks of it as their
+// trial (split.go), so the pool finds its fast mirrors within seconds and
+// the rest of the file moves to them. Only a transfer with at least this
+// much left is explored.
+const exploreMinRemaining = 16 << 20
+
+// spareExplorers is idleExplorers, unless requests wait for workers or the
+// pool is closing. p.mu must be held.
+func (p *Pool) spareExplorers(exclude map[string]bool) []standing {
+	if len(p.waiters) > 0 || p.closing {
+		return nil
+	}
+	return idleExplorers(p.standings(), exclude, p.cfg.Workers, p.cfg.TrialSamples)
+}
+
 // measured records mv's latest rate (0 if the client, not the mirror, is
 // the bottleneck) and what it has left, and reserves idle workers that
 // would finish it much sooner, if no request is waiting for them. It
@@ -94,14 +110,26 @@ func (p *Pool) measured(mv *movable, rate float64, remaining int64) []standing {
 	// The best helpers that are worth it.
 	for n := len(helpers); n > 0; n-- {
 		if _, ok := p.splitSaving(rate, remaining, scores[:n]); ok {
-			for _, h := range helpers[:n] {
-				p.claim(h.w)
-			}
-			delete(p.movables, mv)
-			return helpers[:n]
+			return p.reserve(mv, helpers[:n])
+		}
+	}
+	// Or workers on trial, to explore.
+	if remaining >= exploreMinRemaining && p.cfg.Split > 1 {
+		if explorers := p.spareExplorers(mv.exclude); len(explorers) > 0 {
+			return p.reserve(mv, explorers)
 		}
 	}
 	return nil
+}
+
+// reserve claims helpers for mv, which no longer takes offers. p.mu must be
+// held.
+func (p *Pool) reserve(mv *movable, helpers []standing) []standing {
+	for _, h := range helpers {
+		p.claim(h.w)
+	}
+	delete(p.movables, mv)
+	return helpers
 }
 
 // trickleRate is the rate below which a transfer now is a trickle.
@@ -109,14 +137,20 @@ func (p *Pool) trickleRate() float64 {
 	return ranked(p, func(sts []standing) float64 { return trickleRate(sts, p.cfg.TrialSamples) })
 }
 
-// scoreOf is w's score now.
-func (p *Pool) scoreOf(w *worker) float64 {
-	return ranked(p, func(sts []standing) float64 {
+// trialOf is w's score now, counting what its trial showed, and whether
+// it is ranked.
+func (p *Pool) trialOf(w *worker) (float64, bool) {
+	type st struct {
+		score  float64
+		ranked bool
+	}
+	r := ranked(p, func(sts []standing) st {
 		if i := find(sts, w); i >= 0 {
-			return sts[i].score
+			return st{sts[i].score, sts[i].ranked(p.cfg.TrialSamples)}
 		}
-		return 0
+		return st{}
 	})
+	return r.score, r.ranked
 }
 
 // offerFaster gives w, just freed and wanted by no waiting request, to the

@@ -164,6 +164,19 @@ func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float6
 	return out[:min(n, len(out))]
 }
 
+// idleExplorers lists up to n idle workers still on trial, not in
+// exclude, in order of joining (the provider's order, or what is known of
+// them).
+func idleExplorers(sts []standing, exclude map[string]bool, n, trial int) []standing {
+	var out []standing
+	for _, s := range sts {
+		if len(out) < n && s.idle() && !exclude[s.key] && !s.ranked(trial) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // freshestOther is the best worker among the freshest not in asked, or
 // nil.
 func freshestOther(sts []standing, asked map[string]bool) *worker {

@@ -50,12 +50,16 @@ type splitter struct {
 	chunks   []*chunk            // in file order, not yet all written; chunks[0] is the head
 	retry    []*chunk            // chunks a failed fetcher gave back
 	fetchers map[*worker]float64 // workers fetching for this transfer, and their scores
-	left     map[*worker]bool    // workers that fetched for it and stopped: they don't come back
-	best     float64             // the fastest fetcher's score
-	failed   map[string]bool     // mirrors that may not fetch: failed or tried before
-	failures []string            // "mirror: reason"
-	speed    float64             // the fetchers' scores added up
-	closed   bool                // the transfer is over: no new fetcher
+	// explorers are the fetchers on trial (move.go): each of their chunks
+	// is a sample, their score is what those showed, and the speed rule
+	// spares them until they are ranked.
+	explorers map[*worker]bool
+	left      map[*worker]bool // workers that fetched for it and stopped: they don't come back
+	best      float64          // the fastest fetcher's score
+	failed    map[string]bool  // mirrors that may not fetch: failed or tried before
+	failures  []string         // "mirror: reason"
+	speed     float64          // the fetchers' scores added up
+	closed    bool             // the transfer is over: no new fetcher
 }
 
 // chunk is a range of the file and the buffer it is fetched into.
@@ -66,6 +70,7 @@ type chunk struct {
 	mirror   string                  // whose bytes they are
 	n        int                     // bytes received
 	progress time.Time               // when its fetcher last received a byte, or asked for it
+	began    time.Time               // when its fetcher asked for it
 	cancel   context.CancelCauseFunc // ends its fetcher's request; nil when none is under way
 }
 
@@ -79,10 +84,11 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	defer cancel(nil)
 	s := &splitter{
 		t: t, ctx: ctx, cancel: cancel,
-		next:     t.next,
-		fetchers: make(map[*worker]float64),
-		left:     make(map[*worker]bool),
-		failed:   maps.Clone(exclude),
+		next:      t.next,
+		fetchers:  make(map[*worker]float64),
+		explorers: make(map[*worker]bool),
+		left:      make(map[*worker]bool),
+		failed:    maps.Clone(exclude),
 	}
 	s.cond.L = &s.mu
 	stop := context.AfterFunc(ctx, s.broadcast)
@@ -105,7 +111,7 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	})
 	s.mu.Lock()
 	for _, h := range helpers {
-		s.start(h.w, h.score)
+		s.start(h.w, h.score, !h.ranked(t.p.cfg.TrialSamples))
 	}
 	s.mu.Unlock()
 	// Workers that free up while it runs are offered to it.
@@ -113,6 +119,7 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	t.p.mu.Lock()
 	mv.split = s
 	t.p.mu.Unlock()
+	s.recruit() // the mirror that was streaming, if it may help
 
 	err := s.write()
 	t.p.removeMovable(mv)
@@ -134,9 +141,13 @@ func (s *splitter) broadcast() {
 	s.mu.Unlock()
 }
 
-// start makes w, of the given score, a fetcher. s.mu must be held.
-func (s *splitter) start(w *worker, score float64) {
+// start makes w, of the given score, a fetcher, an explorer if it is on
+// trial. s.mu must be held.
+func (s *splitter) start(w *worker, score float64, explorer bool) {
 	s.fetchers[w] = score
+	if explorer {
+		s.explorers[w] = true
+	}
 	s.best = max(s.best, score)
 	s.speed += score
 	s.wg.Add(1)
@@ -149,7 +160,7 @@ func (s *splitter) savingWith(w *worker, score float64) (float64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	left := float64(s.t.last + 1 - s.next)
-	if _, fetching := s.fetchers[w]; fetching || s.left[w] || s.closed || len(s.fetchers) >= s.t.p.cfg.Split || s.failed[w.key] ||
+	if _, fetching := s.fetchers[w]; fetching || s.left[w] || s.closed || s.ranked() >= s.t.p.cfg.Split || s.failed[w.key] ||
 		score*helperShare < s.best || left <= 0 || s.speed <= 0 {
 		return 0, false
 	}
@@ -165,8 +176,27 @@ func (s *splitter) join(w *worker, score float64) bool {
 	if s.closed {
 		return false
 	}
-	s.start(w, score)
+	s.start(w, score, false)
 	return true
+}
+
+// ranked is how many fetchers are not explorers. s.mu must be held.
+func (s *splitter) ranked() int { return len(s.fetchers) - len(s.explorers) }
+
+// explored updates the score of the explorer w after one of its chunks,
+// and ends its exemption once it is ranked.
+func (s *splitter) explored(w *worker) {
+	score, ranked := s.t.p.trialOf(w)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.fetchers[w]; ok {
+		s.fetchers[w] = score
+		s.speed = max(s.speed+score-old, 0)
+		s.best = max(s.best, score)
+	}
+	if ranked {
+		delete(s.explorers, w)
+	}
 }
 
 // write sends the chunks to the client in order, until the end of the
@@ -226,13 +256,43 @@ func (s *splitter) write() error {
 // after 10 s without a byte).
 const headStall = 3 * time.Second
 
-// watch fails the fetch of the head chunk if it has stalled. s.mu must be
+// overtakeAfter: the fetcher of the chunk the client waits for is given
+// this long before a faster fetcher may take the rest of it over.
+const overtakeAfter = 500 * time.Millisecond
+
+// watch fails the fetch of the head chunk if it has stalled, and ends it if
+// the fastest fetcher would bring the rest of it far sooner (a slow
+// explorer, which then leaves: the rest goes to the others). s.mu must be
 // held.
 func (s *splitter) watch(head *chunk) {
-	if head.cancel != nil && time.Since(head.progress) >= headStall {
+	if head.cancel == nil {
+		return
+	}
+	if time.Since(head.progress) >= headStall {
 		head.cancel(errStalled)
 		head.cancel = nil
+		return
 	}
+	if s.lags(head, time.Now()) {
+		head.cancel(errOvertaken)
+		head.cancel = nil
+	}
+}
+
+// lags reports whether the fetch of c, at the pace it has gone since it
+// began, would end more than twice as late as the fastest fetcher would
+// end it (counting a round trip for its request). A fetch that has
+// stopped moving is not slow but stalled: that is a failure (watch).
+// s.mu must be held.
+func (s *splitter) lags(c *chunk, now time.Time) bool {
+	elapsed := now.Sub(c.began)
+	if elapsed < overtakeAfter || s.best <= 0 || now.Sub(c.progress) >= overtakeAfter/4 {
+		return false
+	}
+	left := float64(c.size() - c.n)
+	pace := float64(c.n) / elapsed.Seconds()
+	faster := left/s.best + chunkTime.Seconds()
+	return pace*2*faster < left
 }
 
 // recruit adds the idle fast workers the split has room for, unless
@@ -240,8 +300,8 @@ func (s *splitter) watch(head *chunk) {
 func (s *splitter) recruit() {
 	p := s.t.p
 	s.mu.Lock()
-	room, minScore, exclude := p.cfg.Split-len(s.fetchers), s.best/helperShare, maps.Clone(s.failed)
-	more := s.next <= s.t.last
+	room, minScore, exclude := p.cfg.Split-s.ranked(), s.best/helperShare, maps.Clone(s.failed)
+	left := s.t.last - s.next + 1
 	for w := range s.fetchers {
 		exclude[w.key] = true
 	}
@@ -249,18 +309,21 @@ func (s *splitter) recruit() {
 		exclude[w.key] = true
 	}
 	s.mu.Unlock()
-	if room <= 0 || !more {
+	if left <= 0 {
 		return
 	}
 	p.mu.Lock()
 	helpers := p.spareHelpers(exclude, room, minScore)
+	if left >= exploreMinRemaining {
+		helpers = append(helpers, p.spareExplorers(exclude)...)
+	}
 	for _, h := range helpers {
 		p.claim(h.w)
 	}
 	p.mu.Unlock()
 	s.mu.Lock()
 	for _, h := range helpers {
-		s.start(h.w, h.score)
+		s.start(h.w, h.score, !h.ranked(p.cfg.TrialSamples))
 	}
 	s.mu.Unlock()
 }
@@ -288,9 +351,9 @@ func (s *splitter) replace() error {
 		return err
 	}
 	s.t.attempts++
-	score := p.scoreOf(w)
+	score, ranked := p.trialOf(w)
 	s.mu.Lock()
-	s.start(w, score)
+	s.start(w, score, !ranked)
 	s.mu.Unlock()
 	return nil
 }
@@ -309,20 +372,29 @@ func (s *splitter) fetch(w *worker) {
 		n, d, err := s.get(w, c)
 		o.bytes += n
 		o.elapsed += d
+		s.mu.Lock()
+		exploring := s.explorers[w]
+		s.mu.Unlock()
+		if exploring && (err == nil || errors.Is(err, errOvertaken)) && n > 0 {
+			// Each chunk of an explorer is a sample: it is ranked by them.
+			p.record(w.key, w.stats, outcome{success: true, bytes: n, elapsed: d})
+			o = outcome{}
+			s.explored(w)
+		}
 		if err != nil {
 			s.mu.Lock()
 			offset := c.first + int64(c.n)
 			if c.n < c.size() { // what is missing goes to another fetcher
 				s.retry = append(s.retry, c)
 			}
-			gone := s.ctx.Err() != nil
+			gone := s.ctx.Err() != nil || errors.Is(err, errOvertaken)
 			if !gone {
 				s.failed[w.key] = true
 				s.failures = append(s.failures, w.key+": "+err.Error())
 			}
 			s.leave(w)
 			s.mu.Unlock()
-			if gone { // the transfer ended: not the mirror's fault
+			if gone { // the transfer ended, or a faster mirror took over: not a failure
 				p.release(w, outcome{success: o.bytes > 0, bytes: o.bytes, elapsed: o.elapsed})
 				return
 			}
@@ -340,6 +412,7 @@ func (s *splitter) fetch(w *worker) {
 func (s *splitter) leave(w *worker) {
 	s.speed = max(s.speed-s.fetchers[w], 0)
 	delete(s.fetchers, w)
+	delete(s.explorers, w)
 	s.left[w] = true
 	s.cond.Broadcast()
 }
@@ -356,22 +429,27 @@ func (s *splitter) take(w *worker) *chunk {
 	p := s.t.p
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	score := s.fetchers[w]
+	score, exploring := s.fetchers[w], s.explorers[w]
 	size := int64(min(max(score*chunkTime.Seconds(), minChunk), maxChunk))
+	if exploring {
+		size = minChunk
+	}
 	for {
 		if s.ctx.Err() != nil || (p.waiting() && len(s.fetchers) > 1) {
 			s.leave(w)
 			return nil
 		}
-		if len(s.retry) > 0 {
+		// What a failed or overtaken fetcher left is near the head: an
+		// explorer leaves it to the ranked fetchers, if there are any.
+		if len(s.retry) > 0 && (!exploring || s.ranked() == 0) {
 			c := s.retry[0]
 			s.retry = s.retry[1:]
 			return c
 		}
 		left := s.t.last - s.next + 1
 		// A fetcher much slower than the best leaves the others to it,
-		// unless it is the only one left.
-		if left <= 0 || (score*helperShare < s.best && len(s.fetchers) > 1) {
+		// unless it is the only one left or still exploring.
+		if left <= 0 || (score*helperShare < s.best && len(s.fetchers) > 1 && !exploring) {
 			s.leave(w)
 			return nil
 		}
@@ -383,7 +461,7 @@ func (s *splitter) take(w *worker) *chunk {
 		for _, c := range s.chunks {
 			buffered += int64(c.size())
 		}
-		if len(s.chunks) > 0 && buffered+n > int64(p.cfg.Split+1)*maxChunk {
+		if len(s.chunks) > 0 && buffered+n > int64(p.cfg.Split+1)*maxChunk+int64(len(s.explorers))*minChunk {
 			if p.waiting() { // the client is the bottleneck: free the worker
 				s.leave(w)
 				return nil
@@ -406,7 +484,7 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 	defer cancel(nil)
 	s.mu.Lock()
 	first := c.first + int64(c.n)
-	c.progress, c.cancel, c.mirror = time.Now(), cancel, w.key
+	c.progress, c.began, c.cancel, c.mirror = time.Now(), time.Now(), cancel, w.key
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()

@@ -95,6 +95,9 @@ func (m *Mirror) SetFlaky(p float64) { m.sim.SetFlaky(p) }
 // Requests is how many requests the mirror has received.
 func (m *Mirror) Requests() int64 { return m.sim.Requests() }
 
+// BytesSent is how many body bytes the mirror has written.
+func (m *Mirror) BytesSent() int64 { return m.sim.BytesSent() }
+
 // Active is how many requests the mirror is serving now.
 func (m *Mirror) Active() int64 { return m.sim.Active() }
 

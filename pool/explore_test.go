@@ -1,0 +1,106 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-refractor/refractor/internal/testmirror"
+)
+
+// One client, one large file, a cold pool: the first mirror of the list is
+// middling, the four fastest sit idle and unranked. Within 3 s of the
+// transfer's start, the pool must have found them: from then on they carry
+// at least 80% of the bytes the mirrors send. (Before exploration, the
+// whole file came from the first mirror.)
+func TestColdPoolFindsItsFastMirrorsDuringOneBigDownload(t *testing.T) {
+	const name = "extra/os/x86_64/firmware-1.0-1-any.pkg.tar.zst"
+	files := map[string][]byte{name: testmirror.Content(name, 48<<20)}
+	// In list order: a middling one first, then slow and fast ones mixed.
+	rates := []float64{1.2, 0.2, 6, 0.3, 4, 0.4, 3, 2} // MiB/s
+	fastest := map[int]bool{2: true, 4: true, 6: true, 7: true}
+	var mirrors []*testmirror.Mirror
+	var list []Candidate
+	for _, r := range rates {
+		m := testmirror.New(t, files)
+		m.SetRate(int(r * (1 << 20)))
+		mirrors = append(mirrors, m)
+		list = append(list, Candidate{URL: m.Base()})
+	}
+	p := startPool(t, Config{
+		Workers: len(rates), SyncFile: "-", PeekTimeout: 5 * time.Second, EvictAfter: 100,
+		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) { return list, nil }),
+	})
+	waitForWorkers(t, p, len(rates))
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	}))
+	defer front.Close()
+
+	sent := func() (fast, all int64) {
+		for i, m := range mirrors {
+			n := m.BytesSent()
+			all += n
+			if fastest[i] {
+				fast += n
+			}
+		}
+		return fast, all
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/"+name, nil)
+	start := time.Now()
+	resp, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		body, err := io.ReadAll(resp.Body)
+		done <- result{body, err}
+	}()
+
+	// What the mirrors send from 3 s to 5 s after the start (or to the
+	// end of the transfer, if sooner).
+	var got *result
+	window := func(until time.Time) bool {
+		select {
+		case r := <-done:
+			got = &r
+			return false
+		case <-time.After(time.Until(until)):
+			return true
+		}
+	}
+	window(start.Add(3 * time.Second))
+	fast0, all0 := sent()
+	if got == nil {
+		window(start.Add(5 * time.Second))
+	}
+	fast1, all1 := sent()
+	if all1 > all0 {
+		share := float64(fast1-fast0) / float64(all1-all0)
+		t.Logf("from 3 s: the four fastest mirrors sent %.0f%% of %d bytes", 100*share, all1-all0)
+		if share < 0.8 {
+			t.Errorf("from 3 s after the start, the four fastest mirrors sent %.0f%% of the bytes, want at least 80%%", 100*share)
+		}
+	}
+	if got == nil {
+		r := <-done
+		got = &r
+	}
+	if got.err != nil || !bytes.Equal(got.body, files[name]) {
+		t.Fatalf("got %d of %d bytes (err %v), or not the file's", len(got.body), len(files[name]), got.err)
+	}
+}
