@@ -274,7 +274,7 @@ func (p *Pool) standings() []standing {
 		score, samples := w.stats.trialScore(p.cfg.TrialSamples)
 		p.scratch = append(p.scratch, standing{
 			w: w, key: w.key, score: score, samples: samples,
-			load: w.load, served: w.served, lastSync: w.lastSync, probation: w.probation,
+			load: w.load, served: w.served, lastSync: w.lastSync, probation: w.probation, overtaken: w.overtaken,
 		})
 	}
 	return p.scratch

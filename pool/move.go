@@ -82,6 +82,11 @@ func (p *Pool) spareHelpers(exclude map[string]bool, n int, minScore float64) []
 // much left is explored.
 const exploreMinRemaining = 16 << 20
 
+// exploreChunk is the size of an explorer's chunks: each is a sample (at
+// least the default min_sample), small enough that a slow mirror shows
+// itself, and is overtaken, soon.
+const exploreChunk = 512 << 10
+
 // spareExplorers is idleExplorers, unless requests wait for workers or the
 // pool is closing. p.mu must be held.
 func (p *Pool) spareExplorers(exclude map[string]bool) []standing {

@@ -86,6 +86,10 @@ type worker struct {
 	// probation is how many new samples a readmitted worker must add
 	// before it may resign again. Guarded by Pool.mu.
 	probation int
+	// overtaken: exploring a large file (split.go), it went at less than
+	// half the pace of a faster fetcher, which took its chunk over; that
+	// ends its trial. Guarded by Pool.mu.
+	overtaken bool
 }
 
 func (w *worker) idle() bool { return w.load < workerCapacity }

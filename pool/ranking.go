@@ -19,6 +19,7 @@ type standing struct {
 	served    int     // transfers it ended since it joined
 	lastSync  time.Time
 	probation int
+	overtaken bool // its trial ended with a faster mirror taking its chunk over
 }
 
 // trialRequests: a worker's trial ends after trial×trialRequests transfers,
@@ -28,7 +29,7 @@ type standing struct {
 const trialRequests = 4
 
 func (s standing) ranked(trial int) bool {
-	return s.samples >= trial || s.served >= trial*trialRequests
+	return s.samples >= trial || s.served >= trial*trialRequests || (s.overtaken && s.samples > 0)
 }
 func (s standing) idle() bool { return s.load < workerCapacity }
 

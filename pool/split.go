@@ -44,10 +44,16 @@ type splitter struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	cond     sync.Cond           // on mu: data arrived, room freed, a fetcher left, or ctx done
-	next     int64               // first byte not yet in a chunk
-	chunks   []*chunk            // in file order, not yet all written; chunks[0] is the head
+	mu     sync.Mutex
+	cond   sync.Cond // on mu: data arrived, room freed, a fetcher left, or ctx done
+	next   int64     // first byte not yet in a chunk
+	chunks []*chunk  // in file order, not yet all written; chunks[0] is the head
+	// Explorers fetch the end of the file, far from the head: end is the
+	// first byte of that tail (the file's end+1 when there is none), and
+	// tail its chunks, in file order. When next meets end, they join
+	// chunks.
+	end      int64
+	tail     []*chunk
 	retry    []*chunk            // chunks a failed fetcher gave back
 	fetchers map[*worker]float64 // workers fetching for this transfer, and their scores
 	// explorers are the fetchers on trial (move.go): each of their chunks
@@ -85,6 +91,7 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	s := &splitter{
 		t: t, ctx: ctx, cancel: cancel,
 		next:      t.next,
+		end:       t.last + 1,
 		fetchers:  make(map[*worker]float64),
 		explorers: make(map[*worker]bool),
 		left:      make(map[*worker]bool),
@@ -128,7 +135,7 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	s.mu.Unlock()
 	cancel(err)
 	s.wg.Wait()
-	for _, c := range s.chunks {
+	for _, c := range append(s.chunks, s.tail...) {
 		chunkBuffers.Put(c.buf)
 	}
 	t.failures = append(t.failures, s.failures...)
@@ -159,7 +166,7 @@ func (s *splitter) start(w *worker, score float64, explorer bool) {
 func (s *splitter) savingWith(w *worker, score float64) (float64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	left := float64(s.t.last + 1 - s.next)
+	left := float64(s.end - s.next)
 	if _, fetching := s.fetchers[w]; fetching || s.left[w] || s.closed || s.ranked() >= s.t.p.cfg.Split || s.failed[w.key] ||
 		score*helperShare < s.best || left <= 0 || s.speed <= 0 {
 		return 0, false
@@ -211,6 +218,7 @@ func (s *splitter) write() error {
 				s.mu.Unlock()
 				return context.Cause(s.ctx)
 			}
+			s.meet()
 			if len(s.chunks) > 0 && int64(s.chunks[0].n) > pos-s.chunks[0].first {
 				break // bytes to send
 			}
@@ -301,7 +309,7 @@ func (s *splitter) recruit() {
 	p := s.t.p
 	s.mu.Lock()
 	room, minScore, exclude := p.cfg.Split-s.ranked(), s.best/helperShare, maps.Clone(s.failed)
-	left := s.t.last - s.next + 1
+	left := s.end - s.next
 	for w := range s.fetchers {
 		exclude[w.key] = true
 	}
@@ -395,6 +403,11 @@ func (s *splitter) fetch(w *worker) {
 			s.leave(w)
 			s.mu.Unlock()
 			if gone { // the transfer ended, or a faster mirror took over: not a failure
+				if errors.Is(err, errOvertaken) {
+					p.mu.Lock()
+					w.overtaken = true // it may resign now, to make room for another
+					p.mu.Unlock()
+				}
 				p.release(w, outcome{success: o.bytes > 0, bytes: o.bytes, elapsed: o.elapsed})
 				return
 			}
@@ -432,7 +445,7 @@ func (s *splitter) take(w *worker) *chunk {
 	score, exploring := s.fetchers[w], s.explorers[w]
 	size := int64(min(max(score*chunkTime.Seconds(), minChunk), maxChunk))
 	if exploring {
-		size = minChunk
+		size = exploreChunk
 	}
 	for {
 		if s.ctx.Err() != nil || (p.waiting() && len(s.fetchers) > 1) {
@@ -446,7 +459,11 @@ func (s *splitter) take(w *worker) *chunk {
 			s.retry = s.retry[1:]
 			return c
 		}
-		left := s.t.last - s.next + 1
+		if exploring && s.explore(size) {
+			return s.tail[0]
+		}
+		s.meet()
+		left := s.end - s.next
 		// A fetcher much slower than the best leaves the others to it,
 		// unless it is the only one left or still exploring.
 		if left <= 0 || (score*helperShare < s.best && len(s.fetchers) > 1 && !exploring) {
@@ -461,7 +478,7 @@ func (s *splitter) take(w *worker) *chunk {
 		for _, c := range s.chunks {
 			buffered += int64(c.size())
 		}
-		if len(s.chunks) > 0 && buffered+n > int64(p.cfg.Split+1)*maxChunk+int64(len(s.explorers))*minChunk {
+		if len(s.chunks) > 0 && buffered+n > int64(p.cfg.Split+1)*maxChunk+int64(len(s.explorers))*exploreChunk {
 			if p.waiting() { // the client is the bottleneck: free the worker
 				s.leave(w)
 				return nil
@@ -474,6 +491,39 @@ func (s *splitter) take(w *worker) *chunk {
 		s.chunks = append(s.chunks, c)
 		return c
 	}
+}
+
+// exploreTail bounds the tail explorers fetch ahead of the head, in
+// bytes held until the head reaches them.
+const exploreTail = 16 << 20
+
+// explore puts a chunk of the given size at the front of the tail, far
+// from the head, if the tail has room and leaves the frontier enough. It
+// reports whether it did. s.mu must be held.
+func (s *splitter) explore(size int64) bool {
+	var held int64
+	for _, c := range s.tail {
+		held += int64(c.size())
+	}
+	if held+size > exploreTail || s.end-s.next < size+exploreMinRemaining/2 {
+		return false
+	}
+	c := &chunk{first: s.end - size, last: s.end - 1, buf: chunkBuffers.Get().(*[]byte)}
+	s.end -= size
+	s.tail = append([]*chunk{c}, s.tail...)
+	return true
+}
+
+// meet makes the tail part of the chunks once the frontier has reached
+// it. s.mu must be held.
+func (s *splitter) meet() {
+	if s.next < s.end || len(s.tail) == 0 {
+		return
+	}
+	s.chunks = append(s.chunks, s.tail...)
+	s.tail = nil
+	s.next = s.t.last + 1
+	s.end = s.next
 }
 
 // get fetches the rest of c from w's mirror. It returns the bytes received
