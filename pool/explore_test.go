@@ -104,3 +104,34 @@ func TestColdPoolFindsItsFastMirrorsDuringOneBigDownload(t *testing.T) {
 		t.Fatalf("got %d of %d bytes (err %v), or not the file's", len(got.body), len(files[name]), got.err)
 	}
 }
+
+// A chunk lags when, at its pace so far, it would end more than twice as
+// late as the fastest fetcher would end it; a fetch that stopped moving
+// stalls instead (a failure), and a young one is given its time.
+func TestChunkLags(t *testing.T) {
+	now := time.Now()
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name      string
+		pace      float64       // bytes per second so far
+		elapsed   time.Duration // since it began
+		lastByte  time.Duration // since its last byte
+		best      float64
+		wantsLags bool
+	}{
+		{"a slow explorer next to a fast fetcher", 0.2 * mib, time.Second, 10 * time.Millisecond, 8 * mib, true},
+		{"a fair one", 2 * mib, time.Second, 10 * time.Millisecond, 8 * mib, false},
+		{"stopped moving: a stall, not slowness", 0.2 * mib, time.Second, 300 * time.Millisecond, 8 * mib, false},
+		{"given its time", 0.1 * mib, 300 * time.Millisecond, 10 * time.Millisecond, 8 * mib, false},
+		{"nobody known faster", 0.1 * mib, time.Second, 10 * time.Millisecond, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &chunk{first: 0, last: exploreChunk - 1, n: int(tc.pace * tc.elapsed.Seconds()),
+				began: now.Add(-tc.elapsed), progress: now.Add(-tc.lastByte)}
+			s := &splitter{best: tc.best}
+			if got := s.lags(c, now); got != tc.wantsLags {
+				t.Fatalf("lags = %v, want %v", got, tc.wantsLags)
+			}
+		})
+	}
+}

@@ -29,7 +29,7 @@ type standing struct {
 const trialRequests = 4
 
 func (s standing) ranked(trial int) bool {
-	return s.samples >= trial || s.served >= trial*trialRequests || (s.overtaken && s.samples > 0)
+	return s.samples >= trial || s.served >= trial*trialRequests || s.overtaken
 }
 func (s standing) idle() bool { return s.load < workerCapacity }
 

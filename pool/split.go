@@ -77,6 +77,7 @@ type chunk struct {
 	n        int                     // bytes received
 	progress time.Time               // when its fetcher last received a byte, or asked for it
 	began    time.Time               // when its fetcher asked for it
+	explorer bool                    // its fetcher is an explorer
 	cancel   context.CancelCauseFunc // ends its fetcher's request; nil when none is under way
 }
 
@@ -110,6 +111,7 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 		for {
 			select {
 			case <-tick.C:
+				s.judgeExplorers()
 				s.broadcast()
 			case <-ctx.Done():
 				return
@@ -284,6 +286,23 @@ func (s *splitter) watch(head *chunk) {
 	if s.lags(head, time.Now()) {
 		head.cancel(errOvertaken)
 		head.cancel = nil
+	}
+}
+
+// judgeExplorers ends the chunks of explorers that lag far behind the
+// fastest fetcher, wherever they are in the file: the explorer has shown
+// what it is (and leaves), and the rest of its chunk goes to a faster
+// fetcher. Waiting until its chunk is the one the client waits for would
+// keep a slow mirror in the pool, and a faster one out, for as long.
+func (s *splitter) judgeExplorers() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for _, c := range append(s.chunks, s.tail...) {
+		if c.explorer && c.cancel != nil && s.lags(c, now) {
+			c.cancel(errOvertaken)
+			c.cancel = nil
+		}
 	}
 }
 
@@ -534,7 +553,7 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 	defer cancel(nil)
 	s.mu.Lock()
 	first := c.first + int64(c.n)
-	c.progress, c.began, c.cancel, c.mirror = time.Now(), time.Now(), cancel, w.key
+	c.progress, c.began, c.cancel, c.mirror, c.explorer = time.Now(), time.Now(), cancel, w.key, s.explorers[w]
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
