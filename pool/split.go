@@ -35,7 +35,21 @@ const (
 	helperShare = 3
 )
 
-var chunkBuffers = sync.Pool{New: func() any { b := make([]byte, maxChunk); return &b }}
+// Chunk buffers: maxChunk for the frontier, exploreChunk for the ranges
+// explorers fetch at the end of the file (which wait there longest).
+var (
+	chunkBuffers   = sync.Pool{New: func() any { b := make([]byte, maxChunk); return &b }}
+	exploreBuffers = sync.Pool{New: func() any { b := make([]byte, exploreChunk); return &b }}
+)
+
+// putBuffer gives a chunk's buffer back to the pool it came from.
+func putBuffer(b *[]byte) {
+	if cap(*b) == exploreChunk {
+		exploreBuffers.Put(b)
+		return
+	}
+	chunkBuffers.Put(b)
+}
 
 // splitter is the state of a split transfer.
 type splitter struct {
@@ -71,7 +85,7 @@ type splitter struct {
 // chunk is a range of the file and the buffer it is fetched into.
 type chunk struct {
 	first, last int64
-	buf         *[]byte // from chunkBuffers
+	buf         *[]byte // from chunkBuffers or exploreBuffers
 	// Written by its fetcher under splitter.mu:
 	mirror   string                  // whose bytes they are
 	n        int                     // bytes received
@@ -138,7 +152,7 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	cancel(err)
 	s.wg.Wait()
 	for _, c := range append(s.chunks, s.tail...) {
-		chunkBuffers.Put(c.buf)
+		putBuffer(c.buf)
 	}
 	t.failures = append(t.failures, s.failures...)
 	return err
@@ -254,7 +268,7 @@ func (s *splitter) write() error {
 			s.chunks = s.chunks[1:]
 			s.cond.Broadcast() // room for the fetchers
 			s.mu.Unlock()
-			chunkBuffers.Put(head.buf)
+			putBuffer(head.buf)
 			s.recruit()
 		}
 	}
@@ -527,7 +541,7 @@ func (s *splitter) explore(size int64) bool {
 	if held+size > exploreTail || s.end-s.next < size+exploreMinRemaining/2 {
 		return false
 	}
-	c := &chunk{first: s.end - size, last: s.end - 1, buf: chunkBuffers.Get().(*[]byte)}
+	c := &chunk{first: s.end - size, last: s.end - 1, buf: exploreBuffers.Get().(*[]byte)}
 	s.end -= size
 	s.tail = append([]*chunk{c}, s.tail...)
 	return true
