@@ -39,6 +39,7 @@ type want struct {
 	fresh     bool            // only the freshest mirrors may serve it
 	prefer    string          // take this mirror when it is free (a parked transfer's own)
 	committed bool            // its response is committed: it goes first, bounded by the stall timeout
+	large     bool            // a file its index says is large: workers on trial explore it (move.go)
 }
 
 // newestSync is the latest known sync time among the mirrors not in
@@ -83,9 +84,11 @@ func knownFresh(sts []standing, key string) bool {
 
 // pick chooses among idle workers the one to serve a request: its preferred
 // mirror if free; a worker still on trial (it needs samples to be judged),
-// unless the request has already failed somewhere or its response is
-// committed (it has lost time enough, or its client is waiting); else the
-// best ranked.
+// unless the request has already failed somewhere, its response is
+// committed (it has lost time enough, or its client is waiting), it is
+// for an index (every client waits for those, and packages and explored
+// ranges give trials enough) or for a large file (its explorers will
+// try the workers on trial with its ranges); else the best ranked.
 func pick(sts []standing, wt want, trial int) *worker {
 	var newest time.Time
 	if wt.fresh {
@@ -101,7 +104,7 @@ func pick(sts []standing, wt want, trial int) *worker {
 			return s.w
 		}
 		score := s.score
-		if !s.ranked(trial) && len(wt.exclude) == 0 && !wt.committed {
+		if !s.ranked(trial) && len(wt.exclude) == 0 && !wt.committed && !wt.fresh && !wt.large {
 			score = inf
 		}
 		if best == nil || score > bestScore {

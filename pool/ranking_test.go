@@ -58,6 +58,26 @@ func TestPickIdlePrefersTrialThenBest(t *testing.T) {
 	})
 }
 
+// An index (a file that changes in place, which every client waits for)
+// goes to the best ranked fresh worker, not to one on trial.
+func TestPickIndexSkipsTrial(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := mirrorURL("a"), mirrorURL("b")
+		cfg := rankCfg()
+		cfg.Resign = -1
+		p := startBubblePool(t, cfg, a, b)
+		setSamples(t, p, a, 9000, 9000)
+		setSamples(t, p, b, 1) // on trial
+		w, err := p.acquire(t.Context(), want{exclude: map[string]bool{}, fresh: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.key != a {
+			t.Fatalf("picked %s for an index, want %s, the best ranked", w.key, a)
+		}
+	})
+}
+
 // The resignation rule, condition by condition.
 func TestShouldResign(t *testing.T) {
 	type spec struct {

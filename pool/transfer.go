@@ -222,7 +222,8 @@ func (t *transfer) fetchedAll() bool { return t.committed && t.last >= 0 && t.ne
 
 // want is what the next worker of the transfer must be.
 func (t *transfer) want() want {
-	return want{exclude: t.tried, fresh: t.changing || t.freshOnly, prefer: t.prefer, committed: t.committed}
+	return want{exclude: t.tried, fresh: t.changing || t.freshOnly, prefer: t.prefer, committed: t.committed,
+		large: t.known && t.expect.size >= exploreMinRemaining}
 }
 
 // waitClient waits, holding no worker, until the client has taken every
