@@ -75,7 +75,7 @@ func (s *State) Snapshot(now time.Time) Snapshot {
 				rec.Samples = append(rec.Samples, SampleRecord{Bytes: v.bytes, Seconds: v.time.Seconds(), At: v.at.Unix()})
 			}
 		}
-		if len(rec.Samples) == 0 && ms.lastSync.IsZero() {
+		if len(rec.Samples) == 0 && weight(now.Sub(ms.lastSync)) == 0 {
 			continue // only others' samples, or nothing that still counts
 		}
 		rec.FailStreak, rec.LastSync = ms.failStreak, ms.lastSync
@@ -126,8 +126,8 @@ func (s *State) Restore(snap Snapshot, now time.Time) {
 			}
 		}
 		samples := samplesOf(rec.Samples, now, true)
-		if len(samples) == 0 && rec.LastSync.IsZero() {
-			continue
+		if len(samples) == 0 && weight(now.Sub(rec.LastSync)) == 0 {
+			continue // nothing that still counts
 		}
 		ms := &mirrorStats{samples: make([]sample, max(len(samples), DefaultWindow))}
 		for _, v := range samples {
