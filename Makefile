@@ -6,7 +6,7 @@
 #   make build   only build ./caddy
 #   make clean   remove build and coverage output
 #   make bench   refractor vs reverse_proxy vs direct over simulated mirrors
-#                (BENCHMARKS.md; about 10 minutes; BENCH_FLAGS=-quick for 1)
+#                (BENCHMARKS.md; about 25 minutes; BENCH_FLAGS=-quick for 1)
 #   make demo    Caddy with refractor over simulated mirrors, and a client
 #
 # Developer tools (xcaddy, staticcheck) are pinned in tools/go.mod and run
