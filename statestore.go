@@ -129,7 +129,14 @@ func openStateStore(state *pool.State, storage certmagic.Storage, storageID, sha
 		s.self = path.Join(s.dir, s.instance+"."+process+".json")
 		ctx, cancel := context.WithCancel(context.Background())
 		s.cancel = cancel
-		s.read(ctx, true)
+		// Provision waits for this first reading: one deadline for all of it.
+		first, done := context.WithTimeout(ctx, storageTimeout)
+		s.read(first, true)
+		done()
+		// What was restored is what storage holds already: a process that
+		// learns nothing new (such as `caddy validate`) writes nothing, and
+		// deletes nothing.
+		s.lastSaved, _ = json.Marshal(s.state.Snapshot(time.Now()))
 		go s.loop(ctx)
 		return s, nil
 	})
@@ -199,8 +206,9 @@ func (s *stateStore) save(ctx context.Context) {
 	s.lastSaved = body
 	if s.restored != "" {
 		// Superseded: others must not count it next to this one.
-		_ = s.op(ctx, "delete", func(ctx context.Context) error { return s.storage.Delete(ctx, s.restored) })
-		s.restored = ""
+		if s.op(ctx, "delete", func(ctx context.Context) error { return s.storage.Delete(ctx, s.restored) }) == nil {
+			s.restored = ""
+		}
 	}
 }
 
@@ -312,11 +320,22 @@ func (s *stateStore) expire(ctx context.Context, key string) {
 }
 
 // op runs one storage operation with its own deadline, and logs and
-// counts its failure (a record that vanished meanwhile is no failure).
+// counts its failure (a record that vanished meanwhile is no failure). It
+// returns at the deadline even if the storage ignores its context (as a
+// file system on a hung network mount does): f then finishes, or not, on
+// its own, and the caller must not read what f writes unless op returns
+// nil.
 func (s *stateStore) op(ctx context.Context, name string, f func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
-	err := f(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, context.Canceled) {
 		metrics.storageErrors.WithLabelValues(name).Inc()
 		s.logger.Warn("storage operation failed", zap.String("op", name), zap.Error(err))

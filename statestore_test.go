@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -352,4 +353,30 @@ func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// A process that restores what an earlier one of its instance saved, and
+// learns nothing new (as `caddy validate` does: it provisions and cleans
+// up), writes nothing and deletes nothing: the running process's record
+// stays the only one.
+func TestAProcessThatLearnsNothingLeavesTheRecordAlone(t *testing.T) {
+	root := t.TempDir()
+	id, err := caddy.InstanceID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := groupDir("") + "/" + id.String() + ".running.json"
+	writeRecord(t, root, key, "http://m.example/repo/", time.Now().Add(-time.Minute))
+
+	storage := &certmagic.FileStorage{Path: root}
+	if _, err := openStateStore(pool.NewState(), storage, "test "+root, "", time.Hour, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stores.Delete(storeKey("test "+root, "")); err != nil { // Cleanup: the last user saves
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(root, filepath.FromSlash(groupDir("")), "*.json"))
+	if len(left) != 1 || filepath.Base(left[0]) != path.Base(key) {
+		t.Fatalf("records after a process that learned nothing: %v, want only %s", left, key)
+	}
 }

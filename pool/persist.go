@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -135,8 +136,8 @@ func (s *State) Restore(snap Snapshot, now time.Time) {
 		}
 		ms.lastSync = rec.LastSync
 		if len(samples) > 0 {
-			ms.failStreak = rec.FailStreak
-			ms.verified, ms.witnessed = rec.Verified, rec.Witnessed
+			ms.failStreak = max(rec.FailStreak, 0)
+			ms.verified, ms.witnessed = max(rec.Verified, 0), max(rec.Witnessed, 0)
 		}
 		s.mirrors[key] = ms
 	}
@@ -193,9 +194,14 @@ func (s *State) Unshare(source string) {
 func samplesOf(recs []SampleRecord, now time.Time, restored bool) []sample {
 	var out []sample
 	for _, r := range recs {
+		// A sample no transfer could have made (another instance's record
+		// is not to be trusted blindly) is left out.
+		if r.Bytes < 0 || math.IsNaN(r.Seconds) || r.Seconds < 0 || r.Seconds > forgetAfter.Seconds() {
+			continue
+		}
 		v := sample{
-			bytes:    max(r.Bytes, 0),
-			time:     time.Duration(max(r.Seconds, 0) * float64(time.Second)),
+			bytes:    r.Bytes,
+			time:     time.Duration(r.Seconds * float64(time.Second)),
 			at:       time.Unix(r.At, 0),
 			restored: restored,
 		}

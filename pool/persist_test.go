@@ -2,6 +2,7 @@ package pool
 
 import (
 	"encoding/json"
+	"math"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -209,6 +210,33 @@ func TestRestoredMembersKeepTheirProbation(t *testing.T) {
 		p.mu.Unlock()
 		if resigned {
 			t.Fatal("a member on probation resigned on restored samples")
+		}
+	})
+}
+
+// Samples no transfer could have made (another instance's record is not
+// trusted blindly) are left out, and counters below zero read as zero.
+func TestRestoreLeavesOutImpossibleSamples(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := mirrorURL("m")
+		at := time.Now().Unix()
+		state := NewState()
+		state.Restore(Snapshot{Mirrors: map[string]MirrorRecord{m: {
+			Samples: []SampleRecord{
+				{Bytes: 1 << 20, Seconds: 1, At: at},
+				{Bytes: 1 << 20, Seconds: math.NaN(), At: at},
+				{Bytes: 1 << 20, Seconds: 1e12, At: at},
+				{Bytes: -5, Seconds: 1, At: at},
+				{Bytes: 1 << 20, Seconds: -1, At: at},
+			},
+			FailStreak: -3, Verified: -1,
+		}}}, time.Now())
+		state.mu.Lock()
+		defer state.mu.Unlock()
+		ms := state.mirrors[m]
+		if ms.count != 1 || ms.failStreak != 0 || ms.verified != 0 || !near(ms.score(), 1<<20) {
+			t.Fatalf("restored %d samples (score %v), streak %d, verified %d; want the one possible sample and zeros",
+				ms.count, ms.score(), ms.failStreak, ms.verified)
 		}
 	})
 }
