@@ -175,12 +175,8 @@ func (p *Pool) release(w *worker, o outcome) {
 	defer p.mu.Unlock()
 	p.free(w)
 	w.served++
-	if p.record(w.key, w.stats, o) && w.probation > 0 {
-		if w.probation--; w.probation == 0 {
-			p.state.mu.Lock()
-			p.publishMembers() // it may resign now, after a restart too
-			p.state.mu.Unlock()
-		}
+	if p.record(w.key, w.stats, o) {
+		p.sampled(w)
 	}
 	if reason := p.leaveReason(w); reason != "" && !p.closing {
 		p.remove(w, reason)
@@ -340,6 +336,19 @@ func (p *Pool) record(mirror string, stats *mirrorStats, o outcome) bool {
 		p.obs.Scored(mirror, score)
 	}
 	return scored
+}
+
+// sampled counts a new sample of w against its probation. p.mu must be
+// held.
+func (p *Pool) sampled(w *worker) {
+	if w.probation == 0 {
+		return
+	}
+	if w.probation--; w.probation == 0 {
+		p.state.mu.Lock()
+		p.publishMembers() // it may resign now, after a restart too
+		p.state.mu.Unlock()
+	}
 }
 
 // leaveReason says why w should leave the pool now, or "" if it stays.

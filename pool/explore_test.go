@@ -135,3 +135,56 @@ func TestChunkLags(t *testing.T) {
 		})
 	}
 }
+
+// In a cold pool whose mirrors are all slow, every fetcher of the split is
+// an explorer: they must carry the head, not probe the end of the file
+// while the client waits (it would, for as long as three probes take).
+func TestExplorersCarryTheHeadWhileNoneIsRanked(t *testing.T) {
+	const name = "extra/os/x86_64/game-1.0-1-any.pkg.tar.zst"
+	files := map[string][]byte{name: testmirror.Content(name, 48<<20)}
+	var list []Candidate
+	for range 4 {
+		m := testmirror.New(t, files)
+		m.SetRate(200 << 10)
+		list = append(list, Candidate{URL: m.Base()})
+	}
+	p := startPool(t, Config{
+		Workers: len(list), SyncFile: "-", PeekTimeout: 10 * time.Second, EvictAfter: 100,
+		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) { return list, nil }),
+	})
+	waitForWorkers(t, p, len(list))
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	}))
+	defer front.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a bound: 10 s of reading, and the wait for one more byte
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/"+name, nil)
+	resp, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Read for 10 s (the peek, the first rate check, the split) and note
+	// the longest wait for a byte.
+	buf := make([]byte, 32<<10)
+	last, longest, got := time.Now(), time.Duration(0), 0
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if !bytes.Equal(buf[:n], files[name][got:got+n]) {
+				t.Fatalf("wrong bytes at %d", got)
+			}
+			got += n
+			longest = max(longest, time.Since(last))
+			last = time.Now()
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", got, err)
+		}
+	}
+	t.Logf("%d bytes in 10 s, longest wait for a byte %v", got, longest)
+	if longest > 3*time.Second {
+		t.Errorf("the client waited %v for a byte: the explorers left the head alone", longest)
+	}
+}

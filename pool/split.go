@@ -284,10 +284,9 @@ const headStall = 3 * time.Second
 // this long before a faster fetcher may take the rest of it over.
 const overtakeAfter = 500 * time.Millisecond
 
-// watch fails the fetch of the head chunk if it has stalled, and ends it if
-// the fastest fetcher would bring the rest of it far sooner (a slow
-// explorer, which then leaves: the rest goes to the others). s.mu must be
-// held.
+// watch fails the fetch of the head chunk if it has stalled, and ends an
+// explorer's if the fastest fetcher would bring the rest of it far sooner
+// (it then leaves: the rest goes to the others). s.mu must be held.
 func (s *splitter) watch(head *chunk) {
 	if head.cancel == nil {
 		return
@@ -297,7 +296,7 @@ func (s *splitter) watch(head *chunk) {
 		head.cancel = nil
 		return
 	}
-	if s.lags(head, time.Now()) {
+	if head.explorer && s.lags(head, time.Now()) {
 		head.cancel(errOvertaken)
 		head.cancel = nil
 	}
@@ -418,7 +417,11 @@ func (s *splitter) fetch(w *worker) {
 		s.mu.Unlock()
 		if exploring && (err == nil || errors.Is(err, errOvertaken)) && n > 0 {
 			// Each chunk of an explorer is a sample: it is ranked by them.
-			p.record(w.key, w.stats, outcome{success: true, bytes: n, elapsed: d})
+			if p.record(w.key, w.stats, outcome{success: true, bytes: n, elapsed: d}) {
+				p.mu.Lock()
+				p.sampled(w)
+				p.mu.Unlock()
+			}
 			o = outcome{}
 			s.explored(w)
 		}
@@ -492,7 +495,9 @@ func (s *splitter) take(w *worker) *chunk {
 			s.retry = s.retry[1:]
 			return c
 		}
-		if exploring && s.explore(size) {
+		// Explorers probe the tail while a ranked fetcher carries the
+		// head; until there is one, the head is theirs.
+		if exploring && s.ranked() > 0 && s.explore(size) {
 			return s.tail[0]
 		}
 		s.meet()
