@@ -32,7 +32,7 @@ const (
 	// helperShare: a worker less than 1/helperShare as fast as the fastest
 	// fetcher of a transfer does not fetch for it: its chunks would hold up
 	// the others.
-	helperShare = 3
+	helperShare = 4
 )
 
 // Chunk buffers: maxChunk for the frontier, exploreChunk for the ranges
