@@ -187,8 +187,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // openStore opens the state store of the handler's storage and share group.
 func (h *Handler) openStore(ctx caddy.Context) error {
+	// Caddy's storage is one store, whatever the config; the store uses the
+	// newest config's storage (an older config's is cleaned up with it).
 	storage := ctx.Storage()
-	h.storageID = "caddy " + fmt.Sprint(storage)
+	h.storageID = "caddy"
 	if h.StorageRaw != nil {
 		h.storageID = string(h.StorageRaw) // LoadModule consumes it
 		mod, err := ctx.LoadModule(h, "StorageRaw")

@@ -79,7 +79,9 @@ var stores = caddy.NewUsagePool()
 // the group's other records. Its loop goroutine owns lastSaved, restored
 // and seen; Destruct stops the loop before it saves for the last time.
 type stateStore struct {
-	storage  certmagic.Storage
+	mu      sync.Mutex
+	storage certmagic.Storage // guarded by mu: the newest config's (an older one's may be cleaned up)
+
 	state    *pool.State
 	dir      string // refractor/learned/<group>
 	self     string // this process's record key
@@ -110,8 +112,9 @@ func groupDir(share string) string {
 }
 
 // openStateStore returns the state store of storage and share, starting it
-// (and restoring into state what storage holds) if no handler uses it yet.
-// release gives it back.
+// (and restoring into state what storage holds) if no handler uses it yet;
+// from then on the store uses this storage (the newest config's). release
+// gives it back.
 func openStateStore(state *pool.State, storage certmagic.Storage, storageID, share string, interval time.Duration, logger *zap.Logger) (*stateStore, error) {
 	val, _, err := stores.LoadOrNew(storeKey(storageID, share), func() (caddy.Destructor, error) {
 		id, err := caddy.InstanceID()
@@ -143,7 +146,11 @@ func openStateStore(state *pool.State, storage certmagic.Storage, storageID, sha
 	if err != nil {
 		return nil, err
 	}
-	return val.(*stateStore), nil
+	s := val.(*stateStore)
+	s.mu.Lock()
+	s.storage = storage
+	s.mu.Unlock()
+	return s, nil
 }
 
 // release gives the store back; the last handler's release saves.
@@ -200,13 +207,13 @@ func (s *stateStore) save(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	if err := s.op(ctx, "save", func(ctx context.Context) error { return s.storage.Store(ctx, s.self, rec) }); err != nil {
+	if err := s.op(ctx, "save", func(ctx context.Context, st certmagic.Storage) error { return st.Store(ctx, s.self, rec) }); err != nil {
 		return
 	}
 	s.lastSaved = body
 	if s.restored != "" {
 		// Superseded: others must not count it next to this one.
-		if s.op(ctx, "delete", func(ctx context.Context) error { return s.storage.Delete(ctx, s.restored) }) == nil {
+		if s.op(ctx, "delete", func(ctx context.Context, st certmagic.Storage) error { return st.Delete(ctx, s.restored) }) == nil {
 			s.restored = ""
 		}
 	}
@@ -218,8 +225,8 @@ func (s *stateStore) save(ctx context.Context) {
 // version are skipped; expired ones are deleted.
 func (s *stateStore) read(ctx context.Context, start bool) {
 	var keys []string
-	if err := s.op(ctx, "list", func(ctx context.Context) (err error) {
-		keys, err = s.storage.List(ctx, s.dir, false)
+	if err := s.op(ctx, "list", func(ctx context.Context, st certmagic.Storage) (err error) {
+		keys, err = st.List(ctx, s.dir, false)
 		return err
 	}); err != nil {
 		return
@@ -240,8 +247,8 @@ func (s *stateStore) read(ctx context.Context, start bool) {
 			continue
 		}
 		var modified time.Time
-		if err := s.op(ctx, "load", func(ctx context.Context) error {
-			info, err := s.storage.Stat(ctx, key)
+		if err := s.op(ctx, "load", func(ctx context.Context, st certmagic.Storage) error {
+			info, err := st.Stat(ctx, key)
 			modified = info.Modified
 			return err
 		}); err != nil {
@@ -290,8 +297,8 @@ func (s *stateStore) read(ctx context.Context, start bool) {
 // load reads and decodes one record, deleting it if it expired.
 func (s *stateStore) load(ctx context.Context, key string, now time.Time) (learnedRecord, bool) {
 	var data []byte
-	if err := s.op(ctx, "load", func(ctx context.Context) (err error) {
-		data, err = s.storage.Load(ctx, key)
+	if err := s.op(ctx, "load", func(ctx context.Context, st certmagic.Storage) (err error) {
+		data, err = st.Load(ctx, key)
 		return err
 	}); err != nil {
 		return learnedRecord{}, false
@@ -312,7 +319,7 @@ func (s *stateStore) load(ctx context.Context, key string, now time.Time) (learn
 // expire deletes the record of a process gone quiet, and forgets its
 // samples.
 func (s *stateStore) expire(ctx context.Context, key string) {
-	if s.op(ctx, "delete", func(ctx context.Context) error { return s.storage.Delete(ctx, key) }) == nil {
+	if s.op(ctx, "delete", func(ctx context.Context, st certmagic.Storage) error { return st.Delete(ctx, key) }) == nil {
 		s.logger.Info("deleted an expired record of learned state", zap.String("record", key))
 	}
 	s.state.Unshare(key)
@@ -325,11 +332,14 @@ func (s *stateStore) expire(ctx context.Context, key string) {
 // file system on a hung network mount does): f then finishes, or not, on
 // its own, and the caller must not read what f writes unless op returns
 // nil.
-func (s *stateStore) op(ctx context.Context, name string, f func(context.Context) error) error {
+func (s *stateStore) op(ctx context.Context, name string, f func(context.Context, certmagic.Storage) error) error {
 	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
+	s.mu.Lock()
+	st := s.storage
+	s.mu.Unlock()
 	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
+	go func() { done <- f(ctx, st) }()
 	var err error
 	select {
 	case err = <-done:

@@ -380,3 +380,28 @@ func TestAProcessThatLearnsNothingLeavesTheRecordAlone(t *testing.T) {
 		t.Fatalf("records after a process that learned nothing: %v, want only %s", left, key)
 	}
 }
+
+// After a reload, the store writes to the new config's storage: the old
+// config's storage module is cleaned up with it (a Redis client closed).
+func TestStoreUsesTheNewestConfigsStorage(t *testing.T) {
+	before, after := t.TempDir(), t.TempDir()
+	const id = "test-reload"
+	state := pool.NewState()
+	if _, err := openStateStore(state, &certmagic.FileStorage{Path: before}, id, "", time.Hour, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openStateStore(state, &certmagic.FileStorage{Path: after}, id, "", time.Hour, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = stores.Delete(storeKey(id, "")) // the old config's Cleanup
+	state.Restore(pool.Snapshot{Mirrors: map[string]pool.MirrorRecord{"http://m.example/repo/": {
+		Samples: []pool.SampleRecord{{Bytes: 1 << 20, Seconds: 1, At: time.Now().Unix()}},
+	}}}, time.Now()) // something learned meanwhile
+	_, _ = stores.Delete(storeKey(id, "")) // the new one's, the last: it saves
+	for dir, want := range map[string]int{before: 0, after: 1} {
+		got, _ := filepath.Glob(filepath.Join(dir, filepath.FromSlash(groupDir("")), "*.json"))
+		if len(got) != want {
+			t.Errorf("records in %s: %v, want %d", dir, got, want)
+		}
+	}
+}
