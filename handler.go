@@ -206,7 +206,7 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 		}
 	}
 	var err error
-	h.store, err = openStateStore(learned, storage, h.storageID, h.Share, cmpOr(time.Duration(h.SaveInterval), defaultSaveInterval), h.logger)
+	h.store, err = openStateStore(h, learned, storage, h.storageID, h.Share, cmpOr(time.Duration(h.SaveInterval), defaultSaveInterval), h.logger)
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
@@ -329,7 +329,7 @@ func (h *Handler) Cleanup() error {
 		h.obs.close()
 	}
 	if h.store != nil {
-		h.store.release(h.storageID, h.Share)
+		h.store.release(h, h.storageID, h.Share)
 	}
 	return nil
 }

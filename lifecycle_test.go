@@ -117,15 +117,17 @@ func TestNoGoroutineSurvivesCleanup(t *testing.T) {
 	b.SetFault(testmirror.Status500, "medium", 0)
 	ignore := goleak.IgnoreCurrent()
 
-	// A context with a configuration, as Caddy provisions handlers: its
-	// storage (a directory of this test's) keeps what the pool learned.
+	// A context with a configuration, as Caddy provisions handlers.
 	dir := t.TempDir()
 	ctx, err := caddy.ProvisionContext(&caddy.Config{StorageRaw: json.RawMessage(fmt.Sprintf(`{"module": "file_system", "root": %q}`, dir))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var h Handler
-	cfg := fmt.Sprintf(`{"workers": 2, "provider": {"source": "static", "mirrors": [%q, %q]}}`, a.Base(), b.Base())
+	// Its own storage (Caddy's is one store for every config of the
+	// process, and other tests' configs hold it): the last handler using
+	// it saves at Cleanup.
+	cfg := fmt.Sprintf(`{"workers": 2, "storage": {"module": "file_system", "root": %q}, "provider": {"source": "static", "mirrors": [%q, %q]}}`, dir, a.Base(), b.Base())
 	if err := json.Unmarshal([]byte(cfg), &h); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	neturl "net/url"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,8 +80,12 @@ var stores = caddy.NewUsagePool()
 // the group's other records. Its loop goroutine owns lastSaved, restored
 // and seen; Destruct stops the loop before it saves for the last time.
 type stateStore struct {
+	// The storage in use is that of the newest handler still using the
+	// store: a reload's new config replaces the old (which Caddy cleans
+	// up, storage module included), a failed load's goes with it.
 	mu      sync.Mutex
-	storage certmagic.Storage // guarded by mu: the newest config's (an older one's may be cleaned up)
+	users   []storageUse      // guarded by mu, oldest first
+	storage certmagic.Storage // guarded by mu: the last user's, kept for the last save
 
 	state    *pool.State
 	dir      string // refractor/learned/<group>
@@ -100,6 +105,30 @@ type stateStore struct {
 	once   sync.Once
 }
 
+// storageUse is one handler's storage.
+type storageUse struct {
+	owner   any
+	storage certmagic.Storage
+}
+
+// use makes owner's storage the one in use.
+func (s *stateStore) use(owner any, storage certmagic.Storage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users = append(s.users, storageUse{owner, storage})
+	s.storage = storage
+}
+
+// drop takes owner's storage out of use, for the newest remaining one's.
+func (s *stateStore) drop(owner any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users = slices.DeleteFunc(s.users, func(u storageUse) bool { return u.owner == owner })
+	if n := len(s.users); n > 0 {
+		s.storage = s.users[n-1].storage
+	}
+}
+
 // storeKey names a state store in stores.
 func storeKey(storageID, share string) string { return storageID + "\x00" + share }
 
@@ -113,9 +142,9 @@ func groupDir(share string) string {
 
 // openStateStore returns the state store of storage and share, starting it
 // (and restoring into state what storage holds) if no handler uses it yet;
-// from then on the store uses this storage (the newest config's). release
-// gives it back.
-func openStateStore(state *pool.State, storage certmagic.Storage, storageID, share string, interval time.Duration, logger *zap.Logger) (*stateStore, error) {
+// while owner holds it, the store uses this storage (the newest config's).
+// release gives it back.
+func openStateStore(owner any, state *pool.State, storage certmagic.Storage, storageID, share string, interval time.Duration, logger *zap.Logger) (*stateStore, error) {
 	val, _, err := stores.LoadOrNew(storeKey(storageID, share), func() (caddy.Destructor, error) {
 		id, err := caddy.InstanceID()
 		if err != nil {
@@ -147,16 +176,15 @@ func openStateStore(state *pool.State, storage certmagic.Storage, storageID, sha
 		return nil, err
 	}
 	s := val.(*stateStore)
-	s.mu.Lock()
-	s.storage = storage
-	s.mu.Unlock()
+	s.use(owner, storage)
 	return s, nil
 }
 
 // release gives the store back; the last handler's release saves.
 // Otherwise (a reload) it asks for a save soon: Cleanup must not wait on
 // storage while Caddy holds its config lock, except for the last save.
-func (s *stateStore) release(storageID, share string) {
+func (s *stateStore) release(owner any, storageID, share string) {
+	s.drop(owner)
 	deleted, _ := stores.Delete(storeKey(storageID, share))
 	if !deleted {
 		select {

@@ -272,10 +272,11 @@ func TestShareGroupExpiresQuietInstances(t *testing.T) {
 
 	state := pool.NewState()
 	storage := &certmagic.FileStorage{Path: root}
-	if _, err := openStateStore(state, storage, "test "+root, "lab", time.Hour, zap.NewNop()); err != nil {
+	st, err := openStateStore(t, state, storage, "test "+root, "lab", time.Hour, zap.NewNop())
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = stores.Delete(storeKey("test "+root, "lab")) })
+	t.Cleanup(func() { st.release(t, "test "+root, "lab") })
 	if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(groupDir("lab")), "quiet.p2.json")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the quiet instance's record is still there (%v)", err)
 	}
@@ -369,12 +370,11 @@ func TestAProcessThatLearnsNothingLeavesTheRecordAlone(t *testing.T) {
 	writeRecord(t, root, key, "http://m.example/repo/", time.Now().Add(-time.Minute))
 
 	storage := &certmagic.FileStorage{Path: root}
-	if _, err := openStateStore(pool.NewState(), storage, "test "+root, "", time.Hour, zap.NewNop()); err != nil {
+	st, err := openStateStore(t, pool.NewState(), storage, "test "+root, "", time.Hour, zap.NewNop())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stores.Delete(storeKey("test "+root, "")); err != nil { // Cleanup: the last user saves
-		t.Fatal(err)
-	}
+	st.release(t, "test "+root, "") // Cleanup: the last user saves, if anything changed
 	left, _ := filepath.Glob(filepath.Join(root, filepath.FromSlash(groupDir("")), "*.json"))
 	if len(left) != 1 || filepath.Base(left[0]) != path.Base(key) {
 		t.Fatalf("records after a process that learned nothing: %v, want only %s", left, key)
@@ -382,23 +382,30 @@ func TestAProcessThatLearnsNothingLeavesTheRecordAlone(t *testing.T) {
 }
 
 // After a reload, the store writes to the new config's storage: the old
-// config's storage module is cleaned up with it (a Redis client closed).
+// config's storage module is cleaned up with it (a Redis client closed);
+// a config that failed to load leaves the running one's in use.
 func TestStoreUsesTheNewestConfigsStorage(t *testing.T) {
-	before, after := t.TempDir(), t.TempDir()
+	before, after, failed := t.TempDir(), t.TempDir(), t.TempDir()
 	const id = "test-reload"
 	state := pool.NewState()
-	if _, err := openStateStore(state, &certmagic.FileStorage{Path: before}, id, "", time.Hour, zap.NewNop()); err != nil {
-		t.Fatal(err)
+	open := func(owner any, dir string) *stateStore {
+		st, err := openStateStore(owner, state, &certmagic.FileStorage{Path: dir}, id, "", time.Hour, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
 	}
-	if _, err := openStateStore(state, &certmagic.FileStorage{Path: after}, id, "", time.Hour, zap.NewNop()); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = stores.Delete(storeKey(id, "")) // the old config's Cleanup
+	oldCfg, newCfg, badCfg := new(int), new(int), new(int)
+	st := open(oldCfg, before)
+	open(newCfg, after)
+	st.release(oldCfg, id, "") // the reload cleans the old config up
+	open(badCfg, failed)
+	st.release(badCfg, id, "") // a load that failed
 	state.Restore(pool.Snapshot{Mirrors: map[string]pool.MirrorRecord{"http://m.example/repo/": {
 		Samples: []pool.SampleRecord{{Bytes: 1 << 20, Seconds: 1, At: time.Now().Unix()}},
 	}}}, time.Now()) // something learned meanwhile
-	_, _ = stores.Delete(storeKey(id, "")) // the new one's, the last: it saves
-	for dir, want := range map[string]int{before: 0, after: 1} {
+	st.release(newCfg, id, "") // Caddy stops: the last user saves
+	for dir, want := range map[string]int{before: 0, after: 1, failed: 0} {
 		got, _ := filepath.Glob(filepath.Join(dir, filepath.FromSlash(groupDir("")), "*.json"))
 		if len(got) != want {
 			t.Errorf("records in %s: %v, want %d", dir, got, want)
