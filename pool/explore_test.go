@@ -13,6 +13,32 @@ import (
 	"github.com/caddy-refractor/refractor/internal/testmirror"
 )
 
+// coldPool starts a mirror of files for each rate (MiB/s), in that list
+// order, and a cold pool with a worker for each, served by the returned
+// front server (closed when the test ends). Peeks may take their time:
+// these tests are about what comes after.
+func coldPool(t *testing.T, files map[string][]byte, rates []float64) (*httptest.Server, []*testmirror.Mirror) {
+	t.Helper()
+	var mirrors []*testmirror.Mirror
+	var list []Candidate
+	for _, r := range rates {
+		m := testmirror.New(t, files)
+		m.SetRate(int(r * (1 << 20)))
+		mirrors = append(mirrors, m)
+		list = append(list, Candidate{URL: m.Base()})
+	}
+	p := startPool(t, Config{
+		Workers: len(rates), SyncFile: "-", PeekTimeout: 10 * time.Second, EvictAfter: 100,
+		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) { return list, nil }),
+	})
+	waitForWorkers(t, p, len(rates))
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	}))
+	t.Cleanup(front.Close)
+	return front, mirrors
+}
+
 // One client, one large file, a cold pool: the first mirror of the list is
 // middling, the four fastest sit idle and unranked. Within 3 s of the
 // transfer's start, the pool must have found them: from then on they carry
@@ -24,23 +50,7 @@ func TestColdPoolFindsItsFastMirrorsDuringOneBigDownload(t *testing.T) {
 	// In list order: a middling one first, then slow and fast ones mixed.
 	rates := []float64{1.2, 0.2, 6, 0.3, 4, 0.4, 3, 2} // MiB/s
 	fastest := map[int]bool{2: true, 4: true, 6: true, 7: true}
-	var mirrors []*testmirror.Mirror
-	var list []Candidate
-	for _, r := range rates {
-		m := testmirror.New(t, files)
-		m.SetRate(int(r * (1 << 20)))
-		mirrors = append(mirrors, m)
-		list = append(list, Candidate{URL: m.Base()})
-	}
-	p := startPool(t, Config{
-		Workers: len(rates), SyncFile: "-", PeekTimeout: 5 * time.Second, EvictAfter: 100,
-		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) { return list, nil }),
-	})
-	waitForWorkers(t, p, len(rates))
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
-	}))
-	defer front.Close()
+	front, mirrors := coldPool(t, files, rates)
 
 	sent := func() (fast, all int64) {
 		for i, m := range mirrors {
@@ -142,21 +152,7 @@ func TestChunkLags(t *testing.T) {
 func TestExplorersCarryTheHeadWhileNoneIsRanked(t *testing.T) {
 	const name = "extra/os/x86_64/game-1.0-1-any.pkg.tar.zst"
 	files := map[string][]byte{name: testmirror.Content(name, 48<<20)}
-	var list []Candidate
-	for range 4 {
-		m := testmirror.New(t, files)
-		m.SetRate(200 << 10)
-		list = append(list, Candidate{URL: m.Base()})
-	}
-	p := startPool(t, Config{
-		Workers: len(list), SyncFile: "-", PeekTimeout: 10 * time.Second, EvictAfter: 100,
-		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) { return list, nil }),
-	})
-	waitForWorkers(t, p, len(list))
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
-	}))
-	defer front.Close()
+	front, _ := coldPool(t, files, []float64{0.2, 0.2, 0.2, 0.2})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a bound: 10 s of reading, and the wait for one more byte
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/"+name, nil)
