@@ -184,3 +184,21 @@ func TestExplorersCarryTheHeadWhileNoneIsRanked(t *testing.T) {
 		t.Errorf("the client waited %v for a byte: the explorers left the head alone", longest)
 	}
 }
+
+// What failed or overtaken fetchers left is taken nearest the head first,
+// and a range of the tail only once the frontier has reached the tail.
+func TestTakeRetryNearestTheHead(t *testing.T) {
+	tail := &chunk{first: 100, last: 109}
+	head := &chunk{first: 10, last: 19}
+	s := &splitter{next: 50, end: 90, retry: []*chunk{tail, head}}
+	if c := s.takeRetry(); c != head {
+		t.Fatalf("took %+v, want the range nearest the head", c)
+	}
+	if c := s.takeRetry(); c != nil {
+		t.Fatalf("took the tail's %+v while the frontier has bytes left", c)
+	}
+	s.next = s.end
+	if c := s.takeRetry(); c != tail || len(s.retry) != 0 {
+		t.Fatalf("took %+v (left %d), want the tail's range once the frontier reached it", c, len(s.retry))
+	}
+}

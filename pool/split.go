@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -488,19 +489,20 @@ func (s *splitter) take(w *worker) *chunk {
 			s.leave(w)
 			return nil
 		}
-		// What a failed or overtaken fetcher left is near the head: an
-		// explorer leaves it to the ranked fetchers, if there are any.
-		if len(s.retry) > 0 && (!exploring || s.ranked() == 0) {
-			c := s.retry[0]
-			s.retry = s.retry[1:]
-			return c
+		s.meet()
+		// What a failed or overtaken fetcher left goes first, nearest the
+		// head first; an explorer leaves it to the ranked fetchers, if
+		// there are any.
+		if !exploring || s.ranked() == 0 {
+			if c := s.takeRetry(); c != nil {
+				return c
+			}
 		}
 		// Explorers probe the tail while a ranked fetcher carries the
 		// head; until there is one, the head is theirs.
 		if exploring && s.ranked() > 0 && s.explore(size) {
 			return s.tail[0]
 		}
-		s.meet()
 		left := s.end - s.next
 		// A fetcher much slower than the best leaves the others to it,
 		// unless it is the only one left or still exploring.
@@ -529,6 +531,24 @@ func (s *splitter) take(w *worker) *chunk {
 		s.chunks = append(s.chunks, c)
 		return c
 	}
+}
+
+// takeRetry takes the chunk left by a failed or overtaken fetcher that is
+// nearest the head, or nil. One in the tail waits while the frontier has
+// bytes left: the client needs those first. s.mu must be held.
+func (s *splitter) takeRetry() *chunk {
+	best := -1
+	for i, c := range s.retry {
+		if (c.first < s.end || s.next >= s.end) && (best < 0 || c.first < s.retry[best].first) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	c := s.retry[best]
+	s.retry = slices.Delete(s.retry, best, best+1)
+	return c
 }
 
 // exploreTail bounds the tail explorers fetch ahead of the head, in
