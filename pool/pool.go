@@ -326,14 +326,15 @@ func (p *Pool) Status() Status {
 		Provider:  p.provider,
 		Workers:   make([]WorkerStatus, 0, len(p.workers)),
 	}
+	now := time.Now()
 	for _, w := range p.workers {
-		known := w.stats.known()
+		bytes, secs, known := w.stats.totals(now)
 		st.Workers = append(st.Workers, WorkerStatus{
 			Mirror:   w.key,
-			Score:    w.stats.score(),
+			Score:    rate(bytes, secs),
 			Samples:  known,
 			Ranked:   known >= p.cfg.TrialSamples,
-			From:     w.stats.sources(),
+			From:     w.stats.sources(now),
 			Busy:     w.load > 0,
 			Requests: w.stats.requests,
 			Bytes:    w.stats.bytes,

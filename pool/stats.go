@@ -186,26 +186,33 @@ func (ms *mirrorStats) addFailure(penalty time.Duration) {
 	ms.push(sample{time: penalty, at: time.Now()})
 }
 
-// totals adds up the samples that count at now, each weighted by its
-// age: the window's and other instances'. n is how many count.
-func (ms *mirrorStats) totals(now time.Time) (bytes, secs float64, n int) {
-	add := func(s sample) {
-		w := weight(now.Sub(s.at))
-		if w == 0 {
-			return
+// counting calls f for each sample that counts at now, with its weight
+// and where it came from ("local", "restored" or "shared"): the window's
+// and other instances', forgotten ones left out.
+func (ms *mirrorStats) counting(now time.Time, f func(s sample, w float64, from string)) {
+	add := func(s sample, from string) {
+		if w := weight(now.Sub(s.at)); w > 0 {
+			f(s, w, from)
 		}
-		bytes += w * float64(s.bytes)
-		secs += w * s.time.Seconds()
-		n++
 	}
 	for _, s := range ms.samples[:ms.count] { // the valid ones, in some order
-		add(s)
+		add(s, cond(s.restored, "restored", "local"))
 	}
 	for _, from := range ms.shared {
 		for _, s := range from {
-			add(s)
+			add(s, "shared")
 		}
 	}
+}
+
+// totals adds up the samples that count at now, each weighted by its
+// age. n is how many count.
+func (ms *mirrorStats) totals(now time.Time) (bytes, secs float64, n int) {
+	ms.counting(now, func(s sample, w float64, _ string) {
+		bytes += w * float64(s.bytes)
+		secs += w * s.time.Seconds()
+		n++
+	})
 	return bytes, secs, n
 }
 
@@ -221,13 +228,6 @@ func rate(bytes, secs float64) float64 {
 		return 0
 	}
 	return bytes / max(secs, 1e-6)
-}
-
-// known is how many samples count for ranking the mirror now: the
-// window's and other instances', forgotten ones left out.
-func (ms *mirrorStats) known() int {
-	_, _, n := ms.totals(time.Now())
-	return n
 }
 
 // trialScore is the score and how many samples count, counting the small
@@ -261,30 +261,18 @@ func (s *State) coolDown(mirror, reason string, now time.Time, cooldown time.Dur
 	delete(s.mirrors, mirror)
 }
 
-// sources counts the samples that count now by where they came from, for
-// the status view.
-func (ms *mirrorStats) sources() map[string]SampleSource {
-	now := time.Now()
+// sources counts the samples that count at now by where they came from,
+// for the status view.
+func (ms *mirrorStats) sources(now time.Time) map[string]SampleSource {
 	out := map[string]SampleSource{}
-	add := func(from string, s sample) {
-		if weight(now.Sub(s.at)) == 0 {
-			return
-		}
+	ms.counting(now, func(s sample, _ float64, from string) {
 		src := out[from]
 		src.Samples++
 		if s.at.After(src.Newest) {
 			src.Newest = s.at
 		}
 		out[from] = src
-	}
-	for _, s := range ms.samples[:ms.count] {
-		add(cond(s.restored, "restored", "local"), s)
-	}
-	for _, from := range ms.shared {
-		for _, s := range from {
-			add("shared", s)
-		}
-	}
+	})
 	return out
 }
 
