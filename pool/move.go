@@ -66,13 +66,15 @@ func (p *Pool) releaseAll(helpers []standing) {
 	}
 }
 
-// spareHelpers is idleHelpers, unless requests wait for workers (they come
-// first) or the pool is closing. p.mu must be held.
-func (p *Pool) spareHelpers(exclude map[string]bool, n int, minScore float64) []standing {
+// spare is the pool's standings when its idle workers may go to a
+// transfer they would help (as helpers or explorers), nil when requests
+// wait for workers (they come first) or the pool is closing. It is valid
+// as standings' is. p.mu must be held.
+func (p *Pool) spare() []standing {
 	if len(p.waiters) > 0 || p.closing {
 		return nil
 	}
-	return idleHelpers(p.standings(), exclude, n, minScore, p.cfg.TrialSamples)
+	return p.standings()
 }
 
 // Exploration: while one large transfer runs and workers on trial sit idle
@@ -87,15 +89,6 @@ const exploreMinRemaining = 16 << 20
 // itself, and is overtaken, soon.
 const exploreChunk = 512 << 10
 
-// spareExplorers is idleExplorers, unless requests wait for workers or the
-// pool is closing. p.mu must be held.
-func (p *Pool) spareExplorers(exclude map[string]bool) []standing {
-	if len(p.waiters) > 0 || p.closing {
-		return nil
-	}
-	return idleExplorers(p.standings(), exclude, p.cfg.Workers, p.cfg.TrialSamples)
-}
-
 // measured records mv's latest rate (0 if the client, not the mirror, is
 // the bottleneck) and what it has left, and reserves idle workers that
 // would finish it much sooner, if no request is waiting for them. It
@@ -107,7 +100,8 @@ func (p *Pool) measured(mv *movable, rate float64, remaining int64) []standing {
 	if _, ok := p.movables[mv]; !ok || rate <= 0 {
 		return nil // already offered a worker, or the client is slow
 	}
-	helpers := p.spareHelpers(mv.exclude, p.cfg.Split, rate/helperShare)
+	sts := p.spare()
+	helpers := idleHelpers(sts, mv.exclude, p.cfg.Split, rate/helperShare, p.cfg.TrialSamples)
 	scores := make([]float64, len(helpers))
 	for i, h := range helpers {
 		scores[i] = h.score
@@ -120,7 +114,7 @@ func (p *Pool) measured(mv *movable, rate float64, remaining int64) []standing {
 	}
 	// Or workers on trial, to explore.
 	if remaining >= exploreMinRemaining && p.cfg.Split > 1 {
-		if explorers := p.spareExplorers(mv.exclude); len(explorers) > 0 {
+		if explorers := idleExplorers(sts, mv.exclude, p.cfg.Workers, p.cfg.TrialSamples); len(explorers) > 0 {
 			return p.reserve(mv, explorers)
 		}
 	}

@@ -312,7 +312,7 @@ func (s *splitter) judgeExplorers() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	for _, c := range append(s.chunks, s.tail...) {
+	for _, c := range slices.Concat(s.chunks, s.tail) {
 		if c.explorer && c.cancel != nil && s.lags(c, now) {
 			c.cancel(errOvertaken)
 			c.cancel = nil
@@ -354,9 +354,10 @@ func (s *splitter) recruit() {
 		return
 	}
 	p.mu.Lock()
-	helpers := p.spareHelpers(exclude, room, minScore)
+	sts := p.spare()
+	helpers := idleHelpers(sts, exclude, room, minScore, p.cfg.TrialSamples)
 	if left >= exploreMinRemaining {
-		helpers = append(helpers, p.spareExplorers(exclude)...)
+		helpers = append(helpers, idleExplorers(sts, exclude, p.cfg.Workers, p.cfg.TrialSamples)...)
 	}
 	for _, h := range helpers {
 		p.claim(h.w)
@@ -559,10 +560,7 @@ const exploreTail = 16 << 20
 // from the head, if the tail has room and leaves the frontier enough. It
 // reports whether it did. s.mu must be held.
 func (s *splitter) explore(size int64) bool {
-	var held int64
-	for _, c := range s.tail {
-		held += int64(c.size())
-	}
+	held := s.t.last + 1 - s.end // the tail runs from end to the file's end
 	if held+size > exploreTail || s.end-s.next < size+exploreMinRemaining/2 {
 		return false
 	}
