@@ -61,7 +61,7 @@ type learnedRecord struct {
 const (
 	defaultSaveInterval = 2 * time.Minute
 	storageTimeout      = 10 * time.Second
-	recordExpiry        = 24 * time.Hour // as pool's forgetAfter: nothing in an older record counts
+	recordExpiry        = pool.ForgetAfter // nothing in an older record counts
 )
 
 // process is this process's nonce in record keys.

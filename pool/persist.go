@@ -62,7 +62,7 @@ type PoolMember struct {
 }
 
 // Snapshot returns what the State learned that still counts at now:
-// samples younger than forgetAfter (this process's and those it restored,
+// samples younger than ForgetAfter (this process's and those it restored,
 // never other instances'), cool-downs not yet over, and every pool's
 // mirrors.
 func (s *State) Snapshot(now time.Time) Snapshot {
@@ -103,7 +103,7 @@ func (s *State) Snapshot(now time.Time) Snapshot {
 
 // Restore takes back what an earlier process learned, as it counts at now,
 // for mirrors and pools this State knows nothing of yet (what it learned
-// itself is newer): samples younger than forgetAfter (marked restored),
+// itself is newer): samples younger than ForgetAfter (marked restored),
 // cool-downs not over, sync times, trust and pools' mirrors. A mirror all
 // of whose samples are forgotten comes back to a fresh trial and without
 // trust.
@@ -196,7 +196,7 @@ func samplesOf(recs []SampleRecord, now time.Time, restored bool) []sample {
 	for _, r := range recs {
 		// A sample no transfer could have made (another instance's record
 		// is not to be trusted blindly) is left out.
-		if r.Bytes < 0 || math.IsNaN(r.Seconds) || r.Seconds < 0 || r.Seconds > forgetAfter.Seconds() {
+		if r.Bytes < 0 || math.IsNaN(r.Seconds) || r.Seconds < 0 || r.Seconds > ForgetAfter.Seconds() {
 			continue
 		}
 		v := sample{

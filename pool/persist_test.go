@@ -79,7 +79,7 @@ func TestRestoreForgetsOldKnowledge(t *testing.T) {
 			t.Fatalf("trust not saved: %+v", snap.Mirrors[fast])
 		}
 
-		time.Sleep(forgetAfter + time.Minute)
+		time.Sleep(ForgetAfter + time.Minute)
 		state := NewState()
 		state.Restore(snap, time.Now())
 		p := startBubblePool(t, Config{Workers: 2, State: state}, slow, fast)

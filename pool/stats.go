@@ -87,19 +87,20 @@ type sample struct {
 
 // Old knowledge fades: a sample's weight in its mirror's score, next to
 // newer ones, halves every sampleHalfLife of age, and a sample older than
-// forgetAfter no longer counts at all, so a mirror measured fast or slow
+// ForgetAfter no longer counts at all, so a mirror measured fast or slow
 // long ago gets a new trial rather than its old rank.
-const (
-	sampleHalfLife = 6 * time.Hour
-	forgetAfter    = 24 * time.Hour
-)
+const sampleHalfLife = 6 * time.Hour
+
+// ForgetAfter is the age past which a throughput sample no longer counts
+// (a Snapshot holds none older).
+const ForgetAfter = 24 * time.Hour
 
 // weight is how much a sample of that age counts.
 func weight(age time.Duration) float64 {
 	switch {
 	case age < time.Minute:
 		return 1
-	case age >= forgetAfter:
+	case age >= ForgetAfter:
 		return 0
 	}
 	return math.Exp2(-float64(age) / float64(sampleHalfLife))
