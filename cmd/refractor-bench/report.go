@@ -141,19 +141,17 @@ the share sent by the k fastest (at the start).`))
 // printRestored compares refractor-restored, a pool restarted from
 // storage, with refractor's pool cold and warm (median walls).
 func printRestored(w io.Writer, c *cell) {
-	restored, warm, cold := c.Runs["refractor-restored"], c.Runs["refractor-warm"], c.Runs["refractor"]
+	restored := c.Runs["refractor-restored"]
 	if len(restored) == 0 {
 		return
 	}
 	r := summarize(restored)
 	fmt.Fprintf(w, "\nrefractor-restored (a new process that restored from storage what refractor's run learned): %s%.2f s", gt(r.wallCensored), r.wall)
-	if len(warm) > 0 {
-		s := summarize(warm)
-		fmt.Fprintf(w, ", x%s%.2f refractor-warm's time (%s%.2f s)", gt(r.wallCensored), r.wall/s.wall, gt(s.wallCensored), s.wall)
-	}
-	if len(cold) > 0 {
-		s := summarize(cold)
-		fmt.Fprintf(w, ", x%s%.2f refractor's cold time (%s%.2f s)", gt(r.wallCensored), r.wall/s.wall, gt(s.wallCensored), s.wall)
+	for _, o := range []struct{ name, time string }{{"refractor-warm", "refractor-warm's time"}, {"refractor", "refractor's cold time"}} {
+		if runs := c.Runs[o.name]; len(runs) > 0 {
+			s := summarize(runs)
+			fmt.Fprintf(w, ", x%s%.2f %s (%s%.2f s)", gt(r.wallCensored), r.wall/s.wall, o.time, gt(s.wallCensored), s.wall)
+		}
 	}
 	fmt.Fprintln(w, ".")
 }
