@@ -6,9 +6,11 @@
 package testmirror
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddy-refractor/refractor/internal/mirrorsim"
@@ -55,21 +57,29 @@ const (
 // Mirror is a test mirror. Its settings may be changed while it runs.
 type Mirror struct {
 	*httptest.Server
-	sim *mirrorsim.Mirror
+	sim    *mirrorsim.Mirror
+	prefix string
 }
 
+// mirrors numbers the mirrors of a test process, so that each has a base
+// URL of its own: a mirror on a port an earlier test's mirror had must not
+// meet what the process learned of that one (it is kept per base URL).
+var mirrors atomic.Int64
+
 // New starts a mirror serving files (path relative to the base, no leading
-// slash). Its base URL is m.URL + "/repo/". It stops when the test ends.
+// slash). Its base URL is m.URL + "/repoN/", N unique in the process. It
+// stops when the test ends.
 func New(t testing.TB, files map[string][]byte) *Mirror {
 	t.Helper()
-	sim := mirrorsim.New(mirrorsim.Config{Tree: mirrorsim.Files(files)})
-	m := &Mirror{Server: httptest.NewServer(sim), sim: sim}
+	prefix := fmt.Sprintf("/repo%d/", mirrors.Add(1))
+	sim := mirrorsim.New(mirrorsim.Config{Tree: mirrorsim.Files(files), Prefix: prefix})
+	m := &Mirror{Server: httptest.NewServer(sim), sim: sim, prefix: prefix}
 	t.Cleanup(m.Close)
 	return m
 }
 
 // Base is the mirror's base URL.
-func (m *Mirror) Base() string { return m.URL + mirrorsim.DefaultPrefix }
+func (m *Mirror) Base() string { return m.URL + m.prefix }
 
 // Close stops the mirror, releasing any hung request.
 func (m *Mirror) Close() {
