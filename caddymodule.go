@@ -4,6 +4,7 @@ package refractor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -77,6 +78,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    storage         <module> [<args...>] [{ ... }]
 //	    share           <name>
 //	    save_interval   <duration>
+//	    cache           <dir> {
+//	        max_size <size>
+//	        min_free <size>
+//	    }
 //	    provider        <name> [<args...>] [{ ... }]
 //	}
 //
@@ -151,6 +156,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Share, err = oneArg(d)
 		case "save_interval":
 			h.SaveInterval, err = duration(d)
+		case "cache":
+			err = h.unmarshalCache(d)
 		case "storage":
 			err = h.unmarshalStorage(d)
 		case "provider":
@@ -160,6 +167,36 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		if err != nil {
 			return d.Errf("%s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+// unmarshalCache reads `cache <dir> [{ max_size <size>; min_free <size> }]`.
+func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
+	if h.Cache != nil {
+		return errors.New("a cache is already specified")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	h.Cache = &Cache{Dir: d.Val()}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		var err error
+		switch sub {
+		case "max_size":
+			h.Cache.MaxSize, err = size(d)
+		case "min_free":
+			h.Cache.MinFree, err = size(d)
+		default:
+			return d.Errf("unrecognized subdirective %s", sub)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", sub, err)
 		}
 	}
 	return nil

@@ -123,10 +123,15 @@ type Handler struct {
 	// when the last handler using that storage is cleaned up (Caddy
 	// stops). Default: 2m.
 	SaveInterval caddy.Duration `json:"save_interval,omitempty"`
+	// An on-disk LAN cache of the packages the pool serves (see Cache).
+	// Default: none.
+	Cache *Cache `json:"cache,omitempty"`
 	// The provider of candidate mirrors. Required.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
 
 	pool       *pool.Pool
+	cache      *cacheStore
+	cacheDir   string
 	live       *namedPool
 	obs        *observer
 	store      *stateStore
@@ -172,6 +177,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	provider, ok := mod.(pool.Provider)
 	if !ok {
 		return fmt.Errorf("provider: module %T is not a refractor provider", mod)
+	}
+	if h.Cache != nil {
+		if err := h.openCache(); err != nil {
+			return err
+		}
 	}
 	h.pool, err = pool.New(h.poolConfig(provider, learned))
 	if err != nil {
@@ -331,6 +341,7 @@ func (h *Handler) Cleanup() error {
 	if h.store != nil {
 		h.store.release(h, h.storageID, h.Share)
 	}
+	h.closeCache()
 	return nil
 }
 
@@ -356,7 +367,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return pathError(err)
 	}
 
-	err = h.pool.Serve(w, r, rel)
+	handled := false
+	if h.cache != nil {
+		handled, err = h.serveCached(w, r, rel)
+	}
+	if !handled {
+		err = h.pool.Serve(w, r, rel)
+	}
 	var perr *pool.Error
 	switch {
 	case err == nil:

@@ -39,6 +39,10 @@ var metrics = struct {
 	refetched       *prometheus.CounterVec
 	verifyFailures  *prometheus.CounterVec
 	storageErrors   *prometheus.CounterVec
+	cacheHits       *prometheus.CounterVec
+	cacheMisses     *prometheus.CounterVec
+	cacheServed     *prometheus.CounterVec
+	cacheSaved      *prometheus.CounterVec
 }{
 	requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
@@ -106,6 +110,26 @@ var metrics = struct {
 		Name: "refetched_bytes_total",
 		Help: "Bytes read from mirrors, dropped unsent while their client was not reading (a parked transfer), and fetched again.",
 	}, []string{"pool"}),
+	cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "cache_hits_total",
+		Help: "Requests the LAN cache answered without a transfer of their own: from a complete file, or from one another request is bringing in.",
+	}, []string{"pool"}),
+	cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "cache_misses_total",
+		Help: "Requests for a file the LAN cache keeps that it did not have: the request started its fill, or the file could not be cached (no room).",
+	}, []string{"pool"}),
+	cacheServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "cache_served_bytes_total",
+		Help: "Body bytes sent to clients from the LAN cache's files (complete or on their way in).",
+	}, []string{"pool"}),
+	cacheSaved: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "cache_saved_bytes_total",
+		Help: "Body bytes sent to clients from the LAN cache that did not cross the Internet for them.",
+	}, []string{"pool"}),
 }
 
 // collectors is everything registerMetrics registers.
@@ -113,7 +137,9 @@ func collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		metrics.requests, metrics.bytes, metrics.queueWait, metrics.attempts, metrics.retries,
 		metrics.failures, metrics.rotations, metrics.providerFetches, metrics.providerErrors,
-		metrics.eventsDropped, metrics.refetched, metrics.verifyFailures, metrics.storageErrors, poolCollector{},
+		metrics.eventsDropped, metrics.refetched, metrics.verifyFailures, metrics.storageErrors,
+		metrics.cacheHits, metrics.cacheMisses, metrics.cacheServed, metrics.cacheSaved,
+		poolCollector{}, cacheCollector{},
 	}
 }
 
@@ -149,6 +175,10 @@ type poolMetrics struct {
 	eventsDropped   prometheus.Counter
 	refetched       prometheus.Counter
 	verifyFailures  prometheus.Counter
+	cacheHits       prometheus.Counter
+	cacheMisses     prometheus.Counter
+	cacheServed     prometheus.Counter
+	cacheSaved      prometheus.Counter
 }
 
 // newPoolMetrics returns the series of the pool named name, creating those
@@ -169,6 +199,10 @@ func newPoolMetrics(name string) *poolMetrics {
 		eventsDropped:   metrics.eventsDropped.With(l),
 		refetched:       metrics.refetched.With(l),
 		verifyFailures:  metrics.verifyFailures.With(l),
+		cacheHits:       metrics.cacheHits.With(l),
+		cacheMisses:     metrics.cacheMisses.With(l),
+		cacheServed:     metrics.cacheServed.With(l),
+		cacheSaved:      metrics.cacheSaved.With(l),
 	}
 }
 
@@ -191,6 +225,10 @@ func (m *poolMetrics) forget() {
 	metrics.eventsDropped.DeletePartialMatch(l)
 	metrics.refetched.DeletePartialMatch(l)
 	metrics.verifyFailures.DeletePartialMatch(l)
+	metrics.cacheHits.DeletePartialMatch(l)
+	metrics.cacheMisses.DeletePartialMatch(l)
+	metrics.cacheServed.DeletePartialMatch(l)
+	metrics.cacheSaved.DeletePartialMatch(l)
 }
 
 // requestDone counts a finished request.
@@ -315,5 +353,44 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// Descriptions of the series cacheCollector reads from the open caches.
+var (
+	descCacheSize = prometheus.NewDesc(
+		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "cache_size_bytes"),
+		"Bytes of the complete files in a LAN cache.", []string{"dir"}, nil)
+	descCacheFiles = prometheus.NewDesc(
+		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "cache_files"),
+		"Complete files in a LAN cache.", []string{"dir"}, nil)
+	descCacheEvicted = prometheus.NewDesc(
+		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "cache_evicted_total"),
+		"Files a LAN cache evicted to stay within max_size and min_free (since it was opened).", []string{"dir"}, nil)
+	descCacheWriteErrors = prometheus.NewDesc(
+		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "cache_write_errors_total"),
+		"Fills a LAN cache could not write (a full disk, an I/O error); their clients were served from the mirrors.", []string{"dir"}, nil)
+)
+
+// cacheCollector reports the open caches at scrape time.
+type cacheCollector struct{}
+
+// Describe sends the descriptions of the series cacheCollector reports.
+func (cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCacheSize, descCacheFiles, descCacheEvicted, descCacheWriteErrors} {
+		ch <- d
+	}
+}
+
+// Collect reports the series of every open cache.
+func (cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range cacheStats() {
+		ch <- prometheus.MustNewConstMetric(descCacheSize, prometheus.GaugeValue, float64(st.Size), st.Dir)
+		ch <- prometheus.MustNewConstMetric(descCacheFiles, prometheus.GaugeValue, float64(st.Files), st.Dir)
+		ch <- prometheus.MustNewConstMetric(descCacheEvicted, prometheus.CounterValue, float64(st.Evicted), st.Dir)
+		ch <- prometheus.MustNewConstMetric(descCacheWriteErrors, prometheus.CounterValue, float64(st.WriteErrors), st.Dir)
+	}
+}
+
 // Interface guards.
-var _ prometheus.Collector = poolCollector{}
+var (
+	_ prometheus.Collector = poolCollector{}
+	_ prometheus.Collector = cacheCollector{}
+)

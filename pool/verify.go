@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -52,10 +53,18 @@ func (t *transfer) expecting() {
 	if p.cfg.SkipVerify || t.changing || t.r.Method != http.MethodGet {
 		return
 	}
-	t.expect, t.known = p.catalog.lookup(t.r.Context(), t.rel)
-	if db := databaseOf(t.rel); !t.known && db != "" && p.learn(db, "") {
-		t.expect, t.known = p.catalog.lookup(t.r.Context(), t.rel)
+	t.expect, t.known = p.expected(t.r.Context(), t.rel)
+}
+
+// expected is what the catalog says of the file at rel; it asks for a
+// pacman package's database when no index listed the package, and waits
+// for it.
+func (p *Pool) expected(ctx context.Context, rel string) (entry, bool) {
+	e, known := p.catalog.lookup(ctx, rel)
+	if db := databaseOf(rel); !known && db != "" && p.learn(db, "") {
+		e, known = p.catalog.lookup(ctx, rel)
 	}
+	return e, known
 }
 
 // expectLate looks up, before the commit, a file the catalog did not know
@@ -315,4 +324,21 @@ func (p *Pool) evictLiar(key string) {
 	p.state.mu.Lock()
 	p.state.coolDown(key, ReasonLied, time.Now(), p.cfg.Cooldown)
 	p.state.mu.Unlock()
+}
+
+// Expect returns the size and SHA-256 the repository's corroborated
+// indexes give for the file at rel, if rel is a file that cannot change in
+// place, is not itself an index the pool learns from, and both are known.
+// Like a transfer, it waits a moment for an index being learned, and asks
+// for a pacman package's database when no index listed it. A LAN cache
+// keeps only files it can check this way.
+func (p *Pool) Expect(ctx context.Context, rel string) (size int64, sum [32]byte, ok bool) {
+	if p.cfg.SkipVerify || p.isChanging(rel) || p.catalog.isIndex(rel) {
+		return 0, sum, false
+	}
+	e, known := p.expected(ctx, rel)
+	if !known || e.size < 0 {
+		return 0, sum, false
+	}
+	return e.size, e.sum, true
 }

@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -28,30 +27,7 @@ const dbName = "extra/os/x86_64/extra.db"
 
 // pacmanDB builds a sync database listing files (name relative to the
 // database's directory → content) with their sizes and SHA-256.
-func pacmanDB(t testing.TB, files map[string][]byte) []byte {
-	t.Helper()
-	var raw bytes.Buffer
-	tw := tar.NewWriter(&raw)
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for i, name := range names {
-		desc := fmt.Sprintf("%%FILENAME%%\n%s\n\n%%NAME%%\npkg%d\n\n%%CSIZE%%\n%d\n\n%%SHA256SUM%%\n%x\n\n",
-			name, i, len(files[name]), sha256.Sum256(files[name]))
-		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("pkg%d-1.0-1/desc", i), Mode: 0o644, Size: int64(len(desc))}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte(desc))
-	}
-	tw.Close()
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw.Bytes())
-	zw.Close()
-	return gz.Bytes()
-}
+func pacmanDB(_ testing.TB, files map[string][]byte) []byte { return testmirror.PacmanDB(files) }
 
 // repoTree is a mirror's tree: the database listing good, and the packages
 // as this mirror serves them (served may differ from good: a liar).
