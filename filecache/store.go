@@ -284,11 +284,18 @@ func (s *Store) dropLocked(it *item) {
 // evictLocked removes least recently used files until need more bytes fit
 // within the bounds, and reports whether they do.
 func (s *Store) evictLocked(need int64) bool {
+	free, freeKnown := freeSpace(s.dir)
+	// Evicting everything would not make room for a new file: evict
+	// nothing. (With need 0, the store gives back what it can.)
+	if need > 0 && (s.opts.MaxSize > 0 && s.reserved+need > s.opts.MaxSize ||
+		freeKnown && free+s.size-need < s.opts.MinFree) {
+		return false
+	}
 	fits := func() bool {
 		if s.opts.MaxSize > 0 && s.size+s.reserved+need > s.opts.MaxSize {
 			return false
 		}
-		if free, ok := freeSpace(s.dir); ok && free-need < s.opts.MinFree {
+		if freeKnown && free-need < s.opts.MinFree {
 			return false
 		}
 		return true
@@ -302,6 +309,7 @@ func (s *Store) evictLocked(need int64) bool {
 		s.dropLocked(it)
 		_ = os.Remove(s.path(it.sum))
 		s.evicted++
+		free += it.size
 	}
 	return true
 }

@@ -1,0 +1,206 @@
+package filecache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func content(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7) + seed
+	}
+	return b
+}
+
+// put fills the store with data through a fill, in chunks.
+func put(t *testing.T, s *Store, data []byte) Sum {
+	t.Helper()
+	sum := sha256.Sum256(data)
+	f, leader, err := s.Begin(sum, int64(len(data)))
+	if err != nil || !leader {
+		t.Fatalf("Begin: leader %v, %v", leader, err)
+	}
+	f.Start(time.Unix(1700000000, 0))
+	for off := 0; off < len(data); off += 1000 {
+		if _, err := f.Write(data[off:min(off+1000, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Finish(nil); err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+func open(t *testing.T, dir string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Readers that join a fill before its first byte and in its middle both
+// read the whole file as it is written; the file is then in the store.
+func TestReadersFollowAGrowingFile(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	data := content(100_000, 1)
+	sum := sha256.Sum256(data)
+	f, _, err := s.Begin(sum, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, leader, _ := s.Begin(sum, int64(len(data))); again != f || leader {
+		t.Fatal("a second Begin did not join the fill in flight")
+	}
+	got := make(chan []byte, 2)
+	read := func() {
+		r := f.NewReader(context.Background())
+		defer r.Close()
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- b
+	}
+	go read()
+	f.Start(time.Time{})
+	f.Write(data[:50_000])
+	go read()
+	f.Write(data[50_000:])
+	if err := f.Finish(nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if b := <-got; !bytes.Equal(b, data) {
+			t.Errorf("a reader got %d bytes, not the file", len(b))
+		}
+	}
+	file, info, ok := s.Get(sum, int64(len(data)))
+	if !ok || info.Size() != int64(len(data)) {
+		t.Fatal("the complete file is not in the store")
+	}
+	file.Close()
+	if st := s.Stats(); st.Files != 1 || st.Size != int64(len(data)) || st.Filling != 0 || st.Reserved != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A fill whose bytes are not the promised ones, or that fails, leaves
+// nothing behind; a reader behind a failed fill gets its error.
+func TestFailedFillsLeaveNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	data := content(10_000, 2)
+	sum := sha256.Sum256(data)
+
+	f, _, _ := s.Begin(sum, int64(len(data)))
+	f.Start(time.Time{})
+	wrong := bytes.Clone(data)
+	wrong[5000] ^= 1
+	f.Write(wrong)
+	if err := f.Finish(nil); err == nil {
+		t.Error("a file of another hash was committed")
+	}
+
+	f, _, _ = s.Begin(sum, int64(len(data)))
+	f.Start(time.Time{})
+	f.Write(data[:4000])
+	r := f.NewReader(context.Background())
+	defer r.Close()
+	cause := errors.New("mirror gone")
+	f.Finish(cause)
+	b, err := io.ReadAll(r)
+	if len(b) != 4000 || !errors.Is(err, cause) || !errors.Is(r.Err(), cause) {
+		t.Errorf("reader of a failed fill: %d bytes, %v", len(b), err)
+	}
+
+	if s.Has(sum) {
+		t.Error("the store has the file")
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
+		t.Errorf("left in tmp: %v", left)
+	}
+}
+
+// A store opened again finds its files, in their order of use, and
+// removes what fills left behind.
+func TestReopenFindsFilesAndCleansLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	a, b := content(1000, 3), content(1000, 4)
+	sa, sb := put(t, s, a), put(t, s, b)
+	time.Sleep(10 * time.Millisecond) // distinct use times, whatever the clock's resolution
+	f, _, _ := s.Get(sa, 1000)        // a used after b
+	f.Close()
+	os.WriteFile(filepath.Join(dir, "tmp", "fill-123"), []byte("half a file"), 0o644)
+
+	s = open(t, dir, Options{MaxSize: 2000})
+	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
+		t.Errorf("leftovers not removed: %v", left)
+	}
+	if !s.Has(sa) || !s.Has(sb) {
+		t.Fatal("the reopened store lost its files")
+	}
+	put(t, s, content(1000, 5)) // evicts the least recently used: b
+	if !s.Has(sa) || s.Has(sb) {
+		t.Errorf("after a restart, eviction took a (used last): has a %v, has b %v", s.Has(sa), s.Has(sb))
+	}
+}
+
+// MaxSize counts fills in flight: a file that cannot fit is not cached,
+// and one that can makes room by evicting.
+func TestMaxSizeBoundsFilesAndFills(t *testing.T) {
+	s := open(t, t.TempDir(), Options{MaxSize: 2500})
+	put(t, s, content(1000, 6))
+	put(t, s, content(1000, 7))
+	if _, _, err := s.Begin(sha256.Sum256(content(3000, 8)), 3000); err == nil {
+		t.Error("a file over max_size was begun")
+	}
+	data := content(1000, 9)
+	f, _, err := s.Begin(sha256.Sum256(data), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Size+st.Reserved > 2500 || st.Evicted != 1 {
+		t.Errorf("stats %+v: want one eviction to make room", st)
+	}
+	f.Start(time.Time{})
+	f.Write(data)
+	f.Finish(nil)
+	if st := s.Stats(); st.Size > 2500 || st.Files != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A write the disk refuses fails the fill and is counted.
+func TestWriteErrorsFailTheFill(t *testing.T) {
+	s := open(t, t.TempDir(), Options{CreateTemp: func(dir, pattern string) (File, error) {
+		f, err := os.CreateTemp(dir, pattern)
+		return refusing{f}, err
+	}})
+	data := content(100, 10)
+	f, _, _ := s.Begin(sha256.Sum256(data), 100)
+	if _, err := f.Write(data); err == nil {
+		t.Fatal("a refused write succeeded")
+	}
+	if err := f.Finish(errors.New("write failed")); err == nil || s.Has(sha256.Sum256(data)) {
+		t.Error("the failed fill was kept")
+	}
+	if st := s.Stats(); st.WriteErrors != 1 {
+		t.Errorf("write errors %d, want 1", st.WriteErrors)
+	}
+}
+
+type refusing struct{ *os.File }
+
+func (refusing) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
