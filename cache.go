@@ -256,6 +256,7 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, rel string
 // follow serves r from a fill's growing file. saved tells whether the
 // bytes are ones the Internet did not send for this request.
 func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fill *filecache.Fill, sum [32]byte, saved bool) (bool, error) {
+	defer fill.Release()
 	select {
 	case <-fill.Ready():
 	case <-r.Context().Done():

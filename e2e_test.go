@@ -246,6 +246,19 @@ func waitForSyncTimes(t *testing.T, n int) {
 	})
 }
 
+// countRequests is how many requests for paths that match reached the
+// mirrors.
+func countRequests(mirrors []*loggedMirror, match func(string) bool) (n int) {
+	for _, m := range mirrors {
+		for _, r := range m.Requests() {
+			if match(r.Path) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // spread returns, for each mirror that served any, how many files whose
 // path match accepts it served, keyed by the mirror's base URL.
 func spread(mirrors []*loggedMirror, match func(string) bool) map[string]int {
@@ -522,50 +535,65 @@ func TestPacmanThroughRefractor(t *testing.T) {
 	}
 	mirrorlistFile := filepath.Join(tmp, "mirrorlist")
 	writeFile(t, mirrorlistFile, []byte(mirrorlist.String()))
-	startRefractor(t, "/archlinux", fmt.Sprintf("workers %d\nprovider mirrorlist %s", len(mirrors), mirrorlistFile))
+	// With refractor's LAN cache: a second machine's pacman gets the same
+	// packages without a package request to any mirror.
+	startRefractor(t, "/archlinux", fmt.Sprintf("workers %d\ncache %s {\nmin_free 1MiB\n}\nprovider mirrorlist %s",
+		len(mirrors), filepath.Join(tmp, "lan-cache"), mirrorlistFile))
 	waitForSyncTimes(t, len(mirrors))
 
-	conf, dirs := pacmanClient(t, tmp)
-
-	args := append(asRoot, "pacman", "--config", conf, "--noconfirm", "--noprogressbar", "-Syw")
-	for _, p := range fresh {
-		args = append(args, p.name)
-	}
-	start := time.Now()
-	out, err := runToolErr(tmp, nil, args[0], args[1:]...)
-	t.Logf("pacman -Syw: %v\n%s", time.Since(start).Round(time.Millisecond), out)
-	if err != nil {
-		t.Fatalf("pacman failed: %v (its output is above)", err)
-	}
-	if !strings.Contains(out, "checking package integrity") {
-		t.Errorf("pacman did not report its integrity check")
-	}
-
-	// Every package of the fresh database is in the cache, with the bytes
-	// built here (pacman checked them against the database's SHA-256).
-	for _, p := range fresh {
-		got, err := os.ReadFile(filepath.Join(dirs["cache"], p.file()))
+	// machine runs pacman -Syw for the fresh packages with its own
+	// directories under tmp/name, and checks what it downloaded.
+	machine := func(name string) {
+		t.Helper()
+		conf, dirs := pacmanClient(t, filepath.Join(tmp, name))
+		args := append(asRoot, "pacman", "--config", conf, "--noconfirm", "--noprogressbar", "-Syw")
+		for _, p := range fresh {
+			args = append(args, p.name)
+		}
+		start := time.Now()
+		out, err := runToolErr(tmp, nil, args[0], args[1:]...)
+		t.Logf("%s: pacman -Syw: %v\n%s", name, time.Since(start).Round(time.Millisecond), out)
 		if err != nil {
-			t.Errorf("%s: not downloaded: %v", p.file(), err)
-			continue
+			t.Fatalf("%s: pacman failed: %v (its output is above)", name, err)
 		}
-		if sha256Hex(got) != sha256Hex(freshFiles[p.file()]) {
-			t.Errorf("%s: SHA-256 %s, want %s", p.file(), sha256Hex(got), sha256Hex(freshFiles[p.file()]))
+		if !strings.Contains(out, "checking package integrity") {
+			t.Errorf("%s: pacman did not report its integrity check", name)
 		}
-	}
-	if _, err := os.Stat(filepath.Join(dirs["cache"], stale[1].file())); err == nil {
-		t.Errorf("%s, of the stale database, was downloaded", stale[1].file())
-	}
-	if got := readFile(t, filepath.Join(dirs["db"], "sync", "core.db")); !bytes.Equal(got, freshDB) {
-		t.Errorf("pacman's core.db (%d bytes) is not the fresh database (%d bytes)", len(got), len(freshDB))
-	}
 
-	logMirrors(t, mirrors)
+		// Every package of the fresh database is in the cache, with the
+		// bytes built here (pacman checked them against the database's
+		// SHA-256).
+		for _, p := range fresh {
+			got, err := os.ReadFile(filepath.Join(dirs["cache"], p.file()))
+			if err != nil {
+				t.Errorf("%s: %s: not downloaded: %v", name, p.file(), err)
+				continue
+			}
+			if sha256Hex(got) != sha256Hex(freshFiles[p.file()]) {
+				t.Errorf("%s: %s: SHA-256 %s, want %s", name, p.file(), sha256Hex(got), sha256Hex(freshFiles[p.file()]))
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dirs["cache"], stale[1].file())); err == nil {
+			t.Errorf("%s: %s, of the stale database, was downloaded", name, stale[1].file())
+		}
+		if got := readFile(t, filepath.Join(dirs["db"], "sync", "core.db")); !bytes.Equal(got, freshDB) {
+			t.Errorf("%s: pacman's core.db (%d bytes) is not the fresh database (%d bytes)", name, len(got), len(freshDB))
+		}
+	}
 	isDB := func(p string) bool {
 		base := path.Base(p)
 		return strings.HasPrefix(base, "core.db") || strings.HasPrefix(base, "core.files")
 	}
 	isPkg := func(p string) bool { return strings.HasSuffix(p, ".pkg.tar.zst") }
+
+	machine("first")
+	logMirrors(t, mirrors)
+	pkgRequests := countRequests(mirrors, isPkg)
+	machine("second")
+	if n := countRequests(mirrors, isPkg) - pkgRequests; n != 0 {
+		logMirrors(t, mirrors)
+		t.Errorf("the second machine's pacman caused %d package requests to mirrors, want none (the cache has them)", n)
+	}
 	for _, r := range staleMirror.Requests() {
 		if isDB(r.Path) && r.Status/100 == 2 {
 			t.Errorf("the stale mirror served a database: %s %s: %d, %d bytes", r.Method, r.Path, r.Status, r.Bytes)
@@ -682,36 +710,54 @@ func TestAptThroughRefractor(t *testing.T) {
 			sync_file off
 			trial 1
 			min_sample 64KiB
-			provider list %s`, len(mirrors), listFile))
+			cache %s {
+				min_free 1MiB
+			}
+			provider list %s`, len(mirrors), filepath.Join(tmp, "lan-cache"), listFile))
 
-	env, downloads := aptClient(t, filepath.Join(tmp, "apt"))
-
-	start := time.Now()
-	out := runTool(t, tmp, env, "apt-get", "update")
-	t.Logf("apt-get update: %v\n%s", time.Since(start).Round(time.Millisecond), out)
-	if strings.Contains(out, "W:") || strings.Contains(out, "E:") {
-		t.Errorf("apt-get update warned or failed (output above)")
-	}
-	args := []string{"download"}
-	for _, p := range pkgs {
-		args = append(args, p.name)
-	}
-	start = time.Now()
-	out = runTool(t, downloads, env, "apt-get", args...)
-	t.Logf("apt-get download: %v\n%s", time.Since(start).Round(time.Millisecond), out)
-
-	for _, p := range pkgs {
-		got, err := os.ReadFile(filepath.Join(downloads, p.file()))
-		if err != nil {
-			t.Errorf("%s: not downloaded: %v", p.file(), err)
-			continue
+	// machine runs apt-get update and download with its own directories
+	// under tmp/name, and checks what it downloaded.
+	machine := func(name string) {
+		t.Helper()
+		env, downloads := aptClient(t, filepath.Join(tmp, name))
+		start := time.Now()
+		out := runTool(t, tmp, env, "apt-get", "update")
+		t.Logf("%s: apt-get update: %v\n%s", name, time.Since(start).Round(time.Millisecond), out)
+		if strings.Contains(out, "W:") || strings.Contains(out, "E:") {
+			t.Errorf("%s: apt-get update warned or failed (output above)", name)
 		}
-		if !bytes.Equal(got, debs[p.name]) {
-			t.Errorf("%s: %d bytes, SHA-256 %s; want the built %d bytes, %s",
-				p.file(), len(got), sha256Hex(got), len(debs[p.name]), sha256Hex(debs[p.name]))
+		args := []string{"download"}
+		for _, p := range pkgs {
+			args = append(args, p.name)
+		}
+		start = time.Now()
+		out = runTool(t, downloads, env, "apt-get", args...)
+		t.Logf("%s: apt-get download: %v\n%s", name, time.Since(start).Round(time.Millisecond), out)
+
+		for _, p := range pkgs {
+			got, err := os.ReadFile(filepath.Join(downloads, p.file()))
+			if err != nil {
+				t.Errorf("%s: %s: not downloaded: %v", name, p.file(), err)
+				continue
+			}
+			if !bytes.Equal(got, debs[p.name]) {
+				t.Errorf("%s: %s: %d bytes, SHA-256 %s; want the built %d bytes, %s",
+					name, p.file(), len(got), sha256Hex(got), len(debs[p.name]), sha256Hex(debs[p.name]))
+			}
 		}
 	}
+	isDeb := func(p string) bool { return strings.HasSuffix(p, ".deb") }
+
+	// With refractor's LAN cache: a second machine's apt gets the same
+	// packages without a package request to any mirror.
+	machine("apt")
 	logMirrors(t, mirrors)
+	debRequests := countRequests(mirrors, isDeb)
+	machine("apt-second")
+	if n := countRequests(mirrors, isDeb) - debRequests; n != 0 {
+		logMirrors(t, mirrors)
+		t.Errorf("the second machine's apt caused %d package requests to mirrors, want none (the cache has them)", n)
+	}
 	isIndex := func(p string) bool { return strings.HasPrefix(p, "dists/") }
 	if got := spread(mirrors, isIndex); len(got) == 0 {
 		t.Errorf("no mirror served the indexes")

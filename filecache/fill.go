@@ -45,11 +45,14 @@ type Fill struct {
 // (leader true) if a file of size bytes fits within the store's bounds,
 // evicting what it must. It returns ErrCached if the file is complete
 // already, and an error if the file cannot be cached now (no room, or the
-// store cannot write).
+// store cannot write). The caller holds a reference to the fill, which
+// keeps its file open for readers, until it calls Release; the leader's
+// Finish gives back the writer's own.
 func (s *Store) Begin(sum Sum, size int64) (f *Fill, leader bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f := s.fills[sum]; f != nil {
+		f.ref()
 		return f, false, nil
 	}
 	if _, ok := s.files[sum]; ok {
@@ -67,7 +70,7 @@ func (s *Store) Begin(sum Sum, size int64) (f *Fill, leader bool, err error) {
 		s.wfail++
 		return nil, false, fmt.Errorf("creating a cache file: %w", err)
 	}
-	f = &Fill{s: s, sum: sum, size: size, file: file, hash: sha256.New(), ready: make(chan struct{}), refs: 1}
+	f = &Fill{s: s, sum: sum, size: size, file: file, hash: sha256.New(), ready: make(chan struct{}), refs: 2}
 	f.cond.L = &f.mu
 	s.fills[sum] = f
 	s.reserved += size
@@ -75,10 +78,15 @@ func (s *Store) Begin(sum Sum, size int64) (f *Fill, leader bool, err error) {
 }
 
 // Filling returns the fill in flight for the file of hash sum, or nil.
+// The caller holds a reference to it until it calls Release.
 func (s *Store) Filling(sum Sum) *Fill {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.fills[sum]
+	f := s.fills[sum]
+	if f != nil {
+		f.ref()
+	}
+	return f
 }
 
 // Size returns the file's size.
@@ -182,6 +190,15 @@ func (f *Fill) commit() error {
 	return nil
 }
 
+func (f *Fill) ref() {
+	f.mu.Lock()
+	f.refs++
+	f.mu.Unlock()
+}
+
+// Release gives back the reference Begin or Filling gave the caller.
+func (f *Fill) Release() { f.unref() }
+
 func (f *Fill) unref() {
 	f.mu.Lock()
 	f.refs--
@@ -211,11 +228,9 @@ func (f *Fill) Err() error {
 }
 
 // NewReader returns a reader of the file as it grows, until ctx ends. The
-// caller closes it.
+// caller holds a reference to the fill, and closes the reader.
 func (f *Fill) NewReader(ctx context.Context) *Reader {
-	f.mu.Lock()
-	f.refs++
-	f.mu.Unlock()
+	f.ref()
 	r := &Reader{f: f, ctx: ctx}
 	r.stop = context.AfterFunc(ctx, func() {
 		f.mu.Lock()

@@ -37,6 +37,7 @@ func put(t *testing.T, s *Store, data []byte) Sum {
 	if err := f.Finish(nil); err != nil {
 		t.Fatal(err)
 	}
+	f.Release()
 	return sum
 }
 
@@ -92,6 +93,28 @@ func TestReadersFollowAGrowingFile(t *testing.T) {
 	file.Close()
 	if st := s.Stats(); st.Files != 1 || st.Size != int64(len(data)) || st.Filling != 0 || st.Reserved != 0 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// A request that joined a fill reads it whole even if the fill ends, and
+// its file is closed by the writer, before the request's reader opens.
+func TestAJoinerReadsAFillThatEndedFirst(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	data := content(10_000, 11)
+	sum := sha256.Sum256(data)
+	f, _, _ := s.Begin(sum, int64(len(data)))
+	joined, _, _ := s.Begin(sum, int64(len(data)))
+	f.Start(time.Time{})
+	f.Write(data)
+	f.Finish(nil)
+	f.Release() // the leader's own request is done
+
+	r := joined.NewReader(context.Background())
+	b, err := io.ReadAll(r)
+	r.Close()
+	joined.Release()
+	if err != nil || !bytes.Equal(b, data) {
+		t.Errorf("the joiner read %d bytes, %v", len(b), err)
 	}
 }
 
