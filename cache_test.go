@@ -409,3 +409,76 @@ func TestCacheAdminPurge(t *testing.T) {
 		t.Errorf("purging an unknown path: %d, want 404", resp.StatusCode)
 	}
 }
+
+// The fill is paced by the mirrors, not its first client: a client that
+// leaves in the middle does not end it, and the file is cached.
+func TestCacheFillOutlivesItsFirstClient(t *testing.T) {
+	repo := newCacheRepo(4 << 20)
+	ms := repo.mirrors(t, 2)
+	for _, m := range ms {
+		m.SetRate(4 << 20)
+	}
+	dir := t.TempDir()
+	tester := startCaddy(t, cacheBlock(dir, "", ms))
+	repo.learn(t, tester)
+	pkg, want := repo.pkgs[0], repo.files[repo.pkgs[0]]
+
+	resp, err := tester.Client.Do(newRequest(t, http.MethodGet, pkg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // the client leaves
+	waitFills(t)
+	if files := cachedFiles(t, dir); len(files) != 1 {
+		t.Fatalf("cache holds %v after its first client left, want the package", files)
+	}
+	before := sent(ms)
+	fetchAll(t, tester, 1, pkg, want)
+	if up := sent(ms) - before; up != 0 {
+		t.Errorf("the mirrors sent %d bytes for a cached file", up)
+	}
+}
+
+// A restart keeps the cache: a new Caddy process with the same cache
+// directory serves the package from disk (it learns the package's hash
+// from the database again, but asks no mirror for the package).
+func TestCacheSurvivesARestart(t *testing.T) {
+	repo := newCacheRepo(1 << 20)
+	ms := repo.mirrors(t, 2)
+	dir := t.TempDir()
+	block := cacheBlock(dir, "", ms)
+	pkg, want := repo.pkgs[0], repo.files[repo.pkgs[0]]
+	fetch := func(p *caddyProcess) string {
+		resp, err := http.Get(p.url(pkg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, want) {
+			t.Fatalf("status %d, %d bytes, err %v", resp.StatusCode, len(body), err)
+		}
+		return resp.Header.Get("Refractor-Mirror")
+	}
+
+	first := startCaddyProcess(t, t.TempDir(), block)
+	if resp, err := http.Get(first.url(cacheDB)); err == nil {
+		resp.Body.Close()
+	}
+	// The first GETs may come before the database is corroborated (and
+	// then are not cached); one comes from the cache once it is.
+	waitFor(t, "the first process to serve the package from its cache", func() bool { return fetch(first) == cacheMirror })
+	first.stop(t)
+
+	second := startCaddyProcess(t, t.TempDir(), block)
+	before := sent(ms)
+	if from := fetch(second); from != cacheMirror {
+		t.Errorf("after a restart the package came from %q, not the cache", from)
+	}
+	if up := sent(ms) - before; up > int64(len(repo.files[cacheDB]))*4 {
+		t.Errorf("after a restart the mirrors sent %d bytes: more than the database's copies", up)
+	}
+}

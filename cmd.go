@@ -30,9 +30,11 @@ func init() {
 Prints every refractor pool of the running Caddy instance as a table: each
 worker's mirror, state (on trial or ranked, and whether it is busy), score in
 MiB/s, samples, requests, bytes received, failures and when it joined; then
-the provider's status and the mirrors that left the pool lately, and why.
+the provider's status and the mirrors that left the pool lately, and why;
+then each LAN cache: its files and size, hits and misses, and the bytes it
+kept from crossing the Internet.
 
-It reads the admin API's /refractor/pools. The admin address is --address if
+It reads the admin API's /refractor/pools and /refractor/cache. The admin address is --address if
 given, else the one in --config, else Caddy's default (localhost:2019).
 
 --watch refreshes the view every 2 seconds, --watch=N every N seconds, until
@@ -70,6 +72,7 @@ func cmdRefractor(fl caddycmd.Flags) (int, error) {
 			return exitFailed, err
 		}
 		renderPools(os.Stdout, pools, time.Now())
+		renderCaches(os.Stdout, fetchCaches(addr))
 		return 0, nil
 	}
 
@@ -85,6 +88,7 @@ func cmdRefractor(fl caddycmd.Flags) (int, error) {
 			fmt.Fprintf(&b, "%v\n", err) // Caddy may be restarting: keep watching
 		} else {
 			renderPools(&b, pools, time.Now())
+			renderCaches(&b, fetchCaches(addr))
 		}
 		_, _ = io.WriteString(os.Stdout, b.String())
 		select {
@@ -110,6 +114,36 @@ func fetchPools(addr string) ([]PoolStatus, error) {
 		return nil, fmt.Errorf("reading the admin API's answer: %w", err)
 	}
 	return pools, nil
+}
+
+// fetchCaches asks the admin API at addr for the caches; an instance
+// without any, or one from before caches, has none to show.
+func fetchCaches(addr string) []CacheStatus {
+	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, "/refractor/cache", nil, nil)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var caches []CacheStatus
+	if json.NewDecoder(resp.Body).Decode(&caches) != nil {
+		return nil
+	}
+	return caches
+}
+
+// renderCaches prints one paragraph per cache directory, as GET
+// /refractor/cache returns them.
+func renderCaches(w io.Writer, caches []CacheStatus) {
+	b := func(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
+	for _, c := range caches {
+		bound := "no max_size"
+		if c.MaxSize > 0 {
+			bound = "of " + b(c.MaxSize)
+		}
+		fmt.Fprintf(w, "\ncache %s: %d files, %s %s (min_free %s), %d filling\n", c.Dir, c.Files, b(c.Size), bound, b(c.MinFree), c.Filling)
+		fmt.Fprintf(w, "  %d hits, %d misses; %s served, %s of it not from the Internet; %d evicted, %d write errors\n",
+			c.Hits, c.Misses, b(c.ServedBytes), b(c.SavedBytes), c.Evicted, c.WriteErrors)
+	}
 }
 
 // maxShownRotations is how many of a pool's latest rotations are printed.

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/caddy-refractor/refractor/filecache"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of the tests that have them")
@@ -43,6 +45,21 @@ func TestRenderPools(t *testing.T) {
 	}
 	if !bytes.Equal(got.Bytes(), want) {
 		t.Errorf("renderPools differs from %s (-update rewrites it):\n--- got\n%s\n--- want\n%s", golden, got.Bytes(), want)
+	}
+}
+
+func TestRenderCaches(t *testing.T) {
+	var got bytes.Buffer
+	renderCaches(&got, []CacheStatus{{
+		Stats: filecache.Stats{Dir: "/var/cache/refractor", Files: 120, Size: 3 << 30, Filling: 2, MaxSize: 50 << 30, MinFree: 5 << 30, Evicted: 4},
+		Hits:  900, Misses: 120, ServedBytes: 12 << 30, SavedBytes: 9 << 30,
+	}})
+	want := `
+cache /var/cache/refractor: 120 files, 3.0 GiB of 50 GiB (min_free 5.0 GiB), 2 filling
+  900 hits, 120 misses; 12 GiB served, 9.0 GiB of it not from the Internet; 4 evicted, 0 write errors
+`
+	if got.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", got.String(), want)
 	}
 }
 

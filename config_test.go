@@ -75,6 +75,13 @@ func TestConfigErrorsNameTheDirective(t *testing.T) {
 		{"storage", "storage"},
 		{"storage nosuch", "nosuch"},
 		{"storage file_system /tmp/a\nstorage file_system /tmp/b", "already"},
+		{"cache", "cache"},
+		{"cache /tmp/a /tmp/b", "cache"},
+		{"cache /tmp/a {\nmax_size big\n}", "max_size"},
+		{"cache /tmp/a {\nmin_free 0\n}", "min_free"},
+		{"cache /tmp/a {\nmax_age 1d\n}", "max_age"},
+		{"cache /tmp/a\ncache /tmp/b", "already"},
+		{"cache /dev/null/cache\nprovider static https://a.example/", "cache"}, // cannot be created
 	} {
 		t.Run(strings.ReplaceAll(tc.block, "\n", ";"), func(t *testing.T) {
 			err := loadCaddyfile(":0 {\n\trefractor {\n\t\t" + strings.ReplaceAll(tc.block, "\n", "\n\t\t") + "\n\t}\n}\n")
@@ -129,7 +136,9 @@ func TestShippedConfigsLoad(t *testing.T) {
 		t.Fatal("README.md has no ```caddyfile blocks")
 	}
 	for i, b := range blocks {
-		if err := loadCaddyfile(b[1]); err != nil {
+		// Provisioning a cache creates its directory: not in /var/cache.
+		text := strings.ReplaceAll(b[1], "/var/cache/refractor", t.TempDir())
+		if err := loadCaddyfile(text); err != nil {
 			t.Errorf("README.md Caddyfile block %d: %v\n%s", i+1, err, b[1])
 		}
 	}
