@@ -2,9 +2,11 @@ package refractor
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"mime"
 	"net/http"
 	"path"
@@ -254,7 +256,10 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, rel string
 }
 
 // follow serves r from a fill's growing file. saved tells whether the
-// bytes are ones the Internet did not send for this request.
+// bytes are ones the Internet did not send for this request. A full body
+// is checked whole on its way out (checkedBody), as the pool checks its
+// own: if the fill fails under it, it goes on from the mirrors, and a
+// body that does not make the file its index gives is aborted.
 func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fill *filecache.Fill, sum [32]byte, saved bool) (bool, error) {
 	defer fill.Release()
 	select {
@@ -269,20 +274,87 @@ func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fil
 	rd := fill.NewReader(r.Context())
 	defer rd.Close()
 	cw := &countingWriter{ResponseWriter: w}
+	out := http.ResponseWriter(cw)
+	full := r.Method == http.MethodGet && r.Header.Get("Range") == ""
+	var body *checkedBody
+	if full {
+		body = newCheckedBody(cw, fill.Size(), sum)
+		out = body
+	}
 	setCacheHeaders(w, rel, sum)
-	http.ServeContent(cw, r, "", modified, rd)
-	h.cacheSent(cw.n, saved)
+	http.ServeContent(out, r, "", modified, rd)
+	defer func() { h.cacheSent(cw.n, saved) }()
+	if r.Context().Err() != nil {
+		return true, r.Context().Err()
+	}
 	ferr := rd.Err()
-	if ferr == nil || r.Context().Err() != nil {
+	if !full || cw.status != http.StatusOK {
+		if ferr != nil {
+			return true, fmt.Errorf("%w: cache fill failed: %v", pool.ErrAborted, ferr)
+		}
 		return true, nil
 	}
-	// The fill failed under this reader: go on as the pool would, from
-	// where the response is, or abort it.
-	if r.Method == http.MethodGet && r.Header.Get("Range") == "" && cw.status == http.StatusOK && cw.n > 0 {
-		h.logger.Warn("cache fill failed; continuing from the mirrors", zap.String("path", rel), zap.Int64("offset", cw.n), zap.Error(ferr))
-		return true, h.continueFrom(cw, r, rel, cw.n, fill.Size())
+	if ferr != nil {
+		// The fill failed under this reader: go on from the mirrors.
+		h.logger.Warn("cache fill failed; continuing from the mirrors", zap.String("path", rel), zap.Int64("offset", body.n), zap.Error(ferr))
+		if err := h.continueFrom(body, r, rel, body.n, fill.Size()); err != nil {
+			return true, err
+		}
 	}
-	return true, fmt.Errorf("%w: cache fill failed: %v", pool.ErrAborted, ferr)
+	if err := body.finish(); err != nil {
+		return true, fmt.Errorf("%w: %v", pool.ErrAborted, err)
+	}
+	return true, nil
+}
+
+// checkedBody passes a body of a known size and SHA-256 on as it is
+// written, hashing it, and holds back its last bytes until the hash of the
+// whole is checked (finish).
+type checkedBody struct {
+	*countingWriter
+	size int64
+	sum  [32]byte
+	hash hash.Hash
+	n    int64  // bytes written to it
+	held []byte // its last bytes, held back
+}
+
+// checkedTail is how many bytes a checkedBody holds back.
+const checkedTail = 32 << 10
+
+func newCheckedBody(w *countingWriter, size int64, sum [32]byte) *checkedBody {
+	return &checkedBody{countingWriter: w, size: size, sum: sum, hash: sha256.New()}
+}
+
+func (c *checkedBody) Write(p []byte) (int, error) {
+	if c.n+int64(len(p)) > c.size {
+		return 0, fmt.Errorf("body longer than the file's %d bytes", c.size)
+	}
+	c.hash.Write(p)
+	pass := len(p)
+	if tail := c.size - checkedTail; c.n+int64(len(p)) > tail {
+		pass = int(max(tail-c.n, 0))
+		c.held = append(c.held, p[pass:]...)
+	}
+	c.n += int64(len(p))
+	if pass > 0 {
+		if _, err := c.countingWriter.Write(p[:pass]); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// finish sends the held bytes if the body is the whole file of its hash.
+func (c *checkedBody) finish() error {
+	if c.n != c.size {
+		return fmt.Errorf("cache: %d of the file's %d bytes", c.n, c.size)
+	}
+	if [32]byte(c.hash.Sum(nil)) != c.sum {
+		return errors.New("cache: the body's SHA-256 is not the one the index gives")
+	}
+	_, err := c.countingWriter.Write(c.held)
+	return err
 }
 
 // fill fetches rel through the pool into the cache, paced by the mirrors,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -480,5 +481,65 @@ func TestCacheSurvivesARestart(t *testing.T) {
 	}
 	if up := sent(ms) - before; up > int64(len(repo.files[cacheDB]))*4 {
 		t.Errorf("after a restart the mirrors sent %d bytes: more than the database's copies", up)
+	}
+}
+
+// rangeLiar serves files whole as they are, and ranges of them corrupted.
+func rangeLiar(t *testing.T, files map[string][]byte) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := files[strings.TrimPrefix(r.URL.Path, "/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if r.Header.Get("Range") != "" {
+			b = bytes.Clone(b)
+			for i := range b {
+				b[i] ^= 0x5a
+			}
+		}
+		http.ServeContent(w, r, "", testmirror.ModTime, bytes.NewReader(b))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// A client whose fill failed in the middle goes on from the mirrors; if
+// what they send for the rest does not make the file its index gives, the
+// response is aborted rather than completed: never a wrong file that looks
+// whole.
+func TestCacheContinuationIsCheckedWhole(t *testing.T) {
+	cacheCreateTemp = func(dir, pattern string) (filecache.File, error) {
+		f, err := os.CreateTemp(dir, pattern)
+		if err != nil {
+			return nil, err
+		}
+		return &fullDisk{File: f, room: 1 << 20}, nil
+	}
+	t.Cleanup(func() { cacheCreateTemp = nil })
+	repo := newCacheRepo(4 << 20)
+	a, b := rangeLiar(t, repo.files), rangeLiar(t, repo.files)
+	dir := filepath.Join(t.TempDir(), "full")
+	tester := startCaddy(t, fmt.Sprintf(`
+			workers 2
+			sync_file off
+			cache %s {
+				min_free 1MiB
+			}
+			provider static %s/ %s/`, dir, a.URL, b.URL))
+	repo.learn(t, tester)
+
+	pkg, want := repo.pkgs[0], repo.files[repo.pkgs[0]]
+	resp, err := tester.Client.Do(newRequest(t, http.MethodGet, pkg))
+	if err != nil {
+		return // aborted before the headers: fine
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && len(body) == len(want) && !bytes.Equal(body, want) {
+		t.Fatal("the client got a wrong file of the right length, without an error")
+	}
+	if err == nil && !bytes.Equal(body, want) {
+		t.Errorf("the client got %d bytes without an error, want the file or an aborted response", len(body))
 	}
 }
