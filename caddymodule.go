@@ -24,6 +24,7 @@ import (
 	_ "github.com/caddy-refractor/refractor/providers/archlinux"
 	_ "github.com/caddy-refractor/refractor/providers/command"
 	_ "github.com/caddy-refractor/refractor/providers/list"
+	_ "github.com/caddy-refractor/refractor/providers/metalink"
 	_ "github.com/caddy-refractor/refractor/providers/mirrorlist"
 )
 

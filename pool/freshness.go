@@ -2,7 +2,9 @@ package pool
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -13,20 +15,35 @@ import (
 	"go.uber.org/zap"
 )
 
-// probeTimeout bounds one fetch of a mirror's sync file.
+// probeTimeout bounds one fetch of a mirror's sync file or probe file.
 const probeTimeout = 5 * time.Second
 
-// probeSync reads the sync file of each worker's mirror, concurrently, and
-// records when the mirror last synchronised. A mirror without a readable
-// sync file keeps what its provider said, if anything.
+// maxProbeBytes bounds the file a candidate's SyncProbe reads (a
+// repomd.xml is a few KiB).
+const maxProbeBytes = 1 << 20
+
+// probeSync learns, concurrently, when each worker's mirror last
+// synchronised: from its candidate's SyncProbe when it has one, else from
+// the pool's sync file unless that is off. A mirror whose time cannot be
+// read keeps what it had (its provider's word, an earlier probe, or
+// nothing).
 func (p *Pool) probeSync(workers []*worker) {
-	if p.cfg.SyncFile == "" || len(workers) == 0 {
-		return
-	}
 	var wg sync.WaitGroup
 	for _, w := range workers {
+		p.mu.Lock()
+		probe := w.probe
+		p.mu.Unlock()
+		if probe == nil && p.cfg.SyncFile == "" {
+			continue
+		}
 		wg.Go(func() {
-			t, err := p.fetchSync(w)
+			var t time.Time
+			var err error
+			if probe != nil {
+				t, err = p.fetchProbe(w, probe)
+			} else {
+				t, err = p.fetchSync(w)
+			}
 			if err != nil {
 				p.log.Debug("no sync time from mirror", zap.String("mirror", w.key), zap.Error(err))
 				return
@@ -70,21 +87,7 @@ func believedSync(t, now time.Time) (_ time.Time, ok bool) {
 // fetchSync reads a mirror's sync file: a Unix time in seconds, as the
 // lastsync file at the root of Arch Linux mirrors.
 func (p *Pool) fetchSync(w *worker) (time.Time, error) {
-	ctx, cancel := context.WithTimeout(p.ctx, probeTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.mirror.JoinPath(p.cfg.SyncFile).String(), nil)
-	if err != nil {
-		return time.Time{}, err
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return time.Time{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return time.Time{}, &statusError{resp.Status}
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64))
+	b, err := p.fetchSmall(w, p.cfg.SyncFile, 64)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -93,4 +96,47 @@ func (p *Pool) fetchSync(w *worker) (time.Time, error) {
 		return time.Time{}, errors.New("sync file is not a Unix time")
 	}
 	return time.Unix(secs, 0), nil
+}
+
+// fetchProbe reads the file of a candidate's probe from a mirror and
+// returns the time its version became current. A version the probe does
+// not know is an error: the mirror's sync time stays as it was.
+func (p *Pool) fetchProbe(w *worker, probe *SyncProbe) (time.Time, error) {
+	b, err := p.fetchSmall(w, probe.Path, maxProbeBytes)
+	if err != nil {
+		return time.Time{}, err
+	}
+	sum := sha256.Sum256(b)
+	t, ok := probe.Times[sum]
+	if !ok {
+		return time.Time{}, fmt.Errorf("%s: a version the provider does not know (sha256 %x)", probe.Path, sum)
+	}
+	return t, nil
+}
+
+// fetchSmall reads the file at rel under a mirror's base, failing when it
+// is larger than limit bytes.
+func (p *Pool) fetchSmall(w *worker, rel string, limit int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.mirror.JoinPath(rel).String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, &statusError{resp.Status}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", rel, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", rel, limit)
+	}
+	return b, nil
 }

@@ -81,8 +81,11 @@ type worker struct {
 	// Guarded by Pool.mu.
 	served int
 	// lastSync is when the mirror last synchronised, if known (from the
-	// provider or the mirror's sync file). Guarded by Pool.mu.
+	// provider, the mirror's sync file or its probe). Guarded by Pool.mu.
 	lastSync time.Time
+	// probe, when set, is how its candidate said to learn lastSync
+	// (freshness.go). Guarded by Pool.mu.
+	probe *SyncProbe
 	// probation is how many new samples a readmitted worker must add
 	// before it may resign again. Guarded by Pool.mu.
 	probation int
@@ -268,7 +271,7 @@ func (p *Pool) publishMembers() {
 	}
 	keys := p.state.members[p.cfg.MembersKey][:0]
 	for _, w := range p.workers {
-		keys = append(keys, member{Candidate{URL: w.key, LastSync: w.lastSync, Remote: w.remote}, w.probation})
+		keys = append(keys, member{Candidate{URL: w.key, LastSync: w.lastSync, Remote: w.remote, Probe: w.probe}, w.probation})
 	}
 	p.state.members[p.cfg.MembersKey] = keys
 }

@@ -21,6 +21,35 @@ type Candidate struct {
 	// local configuration (a static list, a file, a command) leave it
 	// unset.
 	Remote bool
+	// Probe, when set, tells the pool how to learn the mirror's freshness
+	// from a file whose versions the provider knows, in place of the
+	// pool's sync file (which RPM mirrors, for one, do not have). Several
+	// candidates may share one probe; it must not be changed once handed
+	// to the pool.
+	Probe *SyncProbe
+}
+
+// SyncProbe is what a provider knows of the versions of one file that
+// changes in place on every mirror, such as an RPM repository's
+// repodata/repomd.xml as a metalink describes it.
+//
+// The pool fetches the file from the mirror when the mirror joins, then
+// every sync interval (at most 1 MiB, within the sync file's timeout),
+// and when its SHA-256 is one of Times, takes that time as the mirror's
+// last sync: a mirror with the current version ranks fresh, one with an
+// older version stale, and files that change in place go only to fresh
+// mirrors. A version not in Times, or a failed fetch, leaves the sync
+// time as it was (unknown, for a new mirror): a probe ranks mirrors, it
+// never evicts one. A mirror with a probe is not asked for the pool's sync
+// file, and probes run even when the pool's sync file is off: they are
+// the provider's knowledge, not a guess at the mirrors' layout.
+type SyncProbe struct {
+	// Path is the file's path relative to the mirror's base URL, without
+	// a leading slash, such as "repodata/repomd.xml".
+	Path string
+	// Times maps the SHA-256 of each known version of the file to the
+	// time that version became current.
+	Times map[[32]byte]time.Time
 }
 
 // A Provider hands out candidate mirrors. It never benchmarks them: the pool

@@ -177,10 +177,12 @@ func (p *Pool) admit(cands []Candidate) []*worker {
 }
 
 // admitMembers is admit for members taken back, each on the probation it
-// had.
+// had. A candidate whose mirror is in the pool already brings its probe,
+// if any, up to date.
 func (p *Pool) admitMembers(cands []member) []*worker {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.updateProbes(cands)
 	var joined []*worker
 	now := time.Now()
 	for _, c := range p.byPrior(cands) {
@@ -205,6 +207,25 @@ func (p *Pool) admitMembers(cands []member) []*worker {
 		joined = append(joined, p.join(u, c.Candidate, c.probation))
 	}
 	return joined
+}
+
+// updateProbes gives the workers whose mirrors cands propose again the
+// candidates' probes: the provider's newer knowledge of the versions of
+// the file they probe. p.mu must be held.
+func (p *Pool) updateProbes(cands []member) {
+	for _, c := range cands {
+		if c.Probe == nil {
+			continue
+		}
+		u, err := ParseMirrorURL(c.URL)
+		if err != nil {
+			continue // admitMembers logs it
+		}
+		key := u.String()
+		if i := slices.IndexFunc(p.workers, func(w *worker) bool { return w.key == key }); i >= 0 {
+			p.workers[i].probe = c.Probe
+		}
+	}
 }
 
 // byPrior orders candidates by what is known of them (priorOrder): a pool
@@ -241,7 +262,7 @@ func (p *Pool) join(u *url.URL, c Candidate, probation int) *worker {
 	if stats.lastSync.After(c.LastSync) { // probed since the provider said
 		c.LastSync = stats.lastSync
 	}
-	w := &worker{mirror: u, key: key, remote: c.Remote, stats: stats, joined: time.Now(), lastSync: c.LastSync, probation: probation}
+	w := &worker{mirror: u, key: key, remote: c.Remote, stats: stats, joined: time.Now(), lastSync: c.LastSync, probe: c.Probe, probation: probation}
 	p.workers = append(p.workers, w)
 	p.publishMembers()
 	p.state.mu.Unlock()
