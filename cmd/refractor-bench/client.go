@@ -47,7 +47,31 @@ type outcome struct {
 	// them), and dbsReceived the bytes received by then.
 	dbsDone     time.Duration
 	dbsReceived int64
+	// machineWalls is when each machine had every file (the deadline if
+	// it stopped the machine).
+	machineWalls []time.Duration
+	// machineDBs is when each machine had its databases.
+	machineDBs []time.Duration
+	// cacheFiles and cacheBytes are the files downloaded whole from
+	// responses that said they came from refractor's LAN cache
+	// (Refractor-Mirror: cache), and their bytes.
+	cacheFiles int
+	cacheBytes int64
 }
+
+// counters are what the downloads of a run add up as they go.
+type counters struct {
+	received   atomic.Int64 // every body byte
+	cacheFiles atomic.Int64 // checked files whose response came from the cache
+	cacheBytes atomic.Int64
+}
+
+// mirrorHeader is refractor's response header naming the mirror, or
+// "cache" for its LAN cache.
+const (
+	mirrorHeader = "Refractor-Mirror"
+	fromCache    = "cache"
+)
 
 // maxAttempts is how many times a client tries a file.
 const maxAttempts = 3
@@ -65,10 +89,13 @@ func runWorkload(machines []machine, parallel int, base func(int) string, deadli
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	var (
-		received atomic.Int64
+		cnt      counters
+		received = &cnt.received
 		mu       sync.Mutex
 		out      outcome
 	)
+	out.machineWalls = make([]time.Duration, len(machines))
+	out.machineDBs = make([]time.Duration, len(machines))
 	start, cpu0 := time.Now(), cpuTime()
 	stopSampler := make(chan struct{})
 	samplerDone := make(chan []int64)
@@ -116,17 +143,18 @@ func runWorkload(machines []machine, parallel int, base func(int) string, deadli
 			client := &http.Client{Transport: tr}
 			b := base(i)
 			for _, db := range m.dbs {
-				record(db, fetchFile(ctx, client, b, db, &received))
+				record(db, fetchFile(ctx, client, b, db, &cnt))
 			}
 			mu.Lock()
 			out.dbsDone, out.dbsReceived = time.Since(start), received.Load()
+			out.machineDBs[i] = out.dbsDone
 			mu.Unlock()
 			files := make(chan fileRef)
 			var inner sync.WaitGroup
 			for range parallel {
 				inner.Go(func() {
 					for f := range files {
-						record(f, fetchFile(ctx, client, b, f, &received))
+						record(f, fetchFile(ctx, client, b, f, &cnt))
 					}
 				})
 			}
@@ -135,6 +163,13 @@ func runWorkload(machines []machine, parallel int, base func(int) string, deadli
 			}
 			close(files)
 			inner.Wait()
+			took := time.Since(start)
+			if ctx.Err() != nil {
+				took = deadline
+			}
+			mu.Lock()
+			out.machineWalls[i] = took
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
@@ -143,6 +178,7 @@ func runWorkload(machines []machine, parallel int, base func(int) string, deadli
 	if out.censored {
 		out.wall = deadline
 	}
+	out.cacheFiles, out.cacheBytes = int(cnt.cacheFiles.Load()), cnt.cacheBytes.Load()
 	close(stopSampler)
 	out.series = <-samplerDone
 	out.received = received.Load()
@@ -157,14 +193,14 @@ type fetchResult struct {
 }
 
 // fetchFile downloads one file, retrying failures, and checks its bytes.
-func fetchFile(ctx context.Context, client *http.Client, base string, f fileRef, received *atomic.Int64) fetchResult {
+func fetchFile(ctx context.Context, client *http.Client, base string, f fileRef, cnt *counters) fetchResult {
 	var r fetchResult
 	for range maxAttempts {
 		if ctx.Err() != nil {
 			r.cut = true
 			return r
 		}
-		err := fetchOnce(ctx, client, base+f.name, f, received)
+		err := fetchOnce(ctx, client, base+f.name, f, cnt)
 		switch {
 		case err == nil:
 			r.ok = true
@@ -183,7 +219,7 @@ func fetchFile(ctx context.Context, client *http.Client, base string, f fileRef,
 
 var errCorrupt = errors.New("corrupt")
 
-func fetchOnce(ctx context.Context, client *http.Client, url string, f fileRef, received *atomic.Int64) error {
+func fetchOnce(ctx context.Context, client *http.Client, url string, f fileRef, cnt *counters) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -208,7 +244,7 @@ func fetchOnce(ctx context.Context, client *http.Client, url string, f fileRef, 
 		stall.Reset(clientStall)
 		n, err := resp.Body.Read(*buf)
 		if n > 0 {
-			received.Add(int64(n))
+			cnt.received.Add(int64(n))
 			_, _ = check.Write((*buf)[:n])
 		}
 		if err == io.EOF {
@@ -224,6 +260,10 @@ func fetchOnce(ctx context.Context, client *http.Client, url string, f fileRef, 
 	if !check.OK() || check.Written() != f.size {
 		// Wrong bytes, or a short file that ended as if complete.
 		return errCorrupt
+	}
+	if resp.Header.Get(mirrorHeader) == fromCache {
+		cnt.cacheFiles.Add(1)
+		cnt.cacheBytes.Add(f.size)
 	}
 	return nil
 }

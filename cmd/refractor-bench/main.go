@@ -11,8 +11,11 @@
 // proxy contender; the contenders then run one after another over the same
 // mirrors, in an order rotated from run to run. refractor-warm and
 // refractor-restored follow refractor's run: its pool again, and a new
-// process that restored from storage what that run learned. Results are
-// medians over the runs.
+// process that restored from storage what that run learned.
+// refractor-cache, in the lan scenario, is refractor with its LAN cache,
+// in a process of its own (so that its pool does not learn from
+// refractor's) with a fresh cache directory. Results are medians over the
+// runs.
 package main
 
 import (
@@ -47,6 +50,8 @@ type options struct {
 	staticDeadline time.Duration
 	bigfileSize    int64
 	bigDeadline    time.Duration
+	lanTotal       int64
+	lanDeadline    time.Duration
 	degradeWatch   time.Duration
 	seed           uint64
 	refractorOpts  map[string]any
@@ -57,7 +62,9 @@ type options struct {
 	overhead       overheadOptions
 }
 
-var allContenders = []string{"refractor", "refractor-warm", "refractor-restored", "rp-random", "rp-least_conn", "direct-first", "direct-best"}
+// defaultContenders are the contenders of a scenario that names none of
+// its own (the lan scenario runs refractor and refractor-cache).
+var defaultContenders = []string{"refractor", "refractor-warm", "refractor-restored", "rp-random", "rp-least_conn", "direct-first", "direct-best"}
 
 func main() {
 	if os.Getenv(upstreamEnv) != "" {
@@ -71,12 +78,13 @@ func main() {
 	var (
 		o          options
 		quick      = flag.Bool("quick", false, "a one-minute smoke run: one run, smaller workloads, fewer cells")
-		scenarios  = flag.String("scenarios", "static,degrade/one,flaky/one,bigfile/one", "scenarios to run (static, degrade, flaky, bigfile), each with every -clients setup or, as static/one, with one")
-		clients    = flag.String("clients", "one,lan", "client setups: one (1 client x 5 downloads), lan (4 clients x 5)")
-		contenders = flag.String("contenders", strings.Join(allContenders, ","), "contenders to run")
+		scenarios  = flag.String("scenarios", "static,degrade/one,flaky/one,bigfile/one,lan/cache", "scenarios to run (static, degrade, flaky, bigfile, lan), each with every -clients setup (lan: cache) or, as static/one, with one")
+		clients    = flag.String("clients", "one,lan", "client setups: one (1 client x 5 downloads), lan (4 clients x 5, sharing the packages), cache (4 machines x 5, each every package)")
+		contenders = flag.String("contenders", "", "contenders to run, in every scenario (default: "+strings.Join(defaultContenders, ",")+"; in the lan scenario refractor,refractor-cache)")
 		total      = flag.String("total", "128MiB", "package bytes of the static and flaky scenarios")
 		degTotal   = flag.String("degrade-total", "384MiB", "package bytes of the degrade scenario")
 		bigSize    = flag.String("bigfile-size", "200MiB", "size of the bigfile scenario's one package")
+		lanTotal   = flag.String("lan-total", "82MiB", "package bytes of the lan scenario (each machine downloads them all)")
 		refOpts    = flag.String("refractor", "", `extra refractor handler options, as JSON (e.g. {"window":5})`)
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	)
@@ -84,6 +92,7 @@ func main() {
 	flag.StringVar(&o.mode, "mode", "all", "scenarios, overhead, or all")
 	flag.DurationVar(&o.staticDeadline, "static-deadline", 20*time.Second, "least deadline of the static scenario with one client, the headline comparison")
 	flag.DurationVar(&o.bigDeadline, "bigfile-deadline", 60*time.Second, "deadline of the bigfile scenario, long enough for direct-best")
+	flag.DurationVar(&o.lanDeadline, "lan-deadline", 60*time.Second, "least deadline of the lan scenario, long enough for refractor without its cache")
 	flag.DurationVar(&o.degradeWatch, "degrade-watch", 9*time.Second, "the degrade scenario's deadline is this long after the degradation")
 	flag.DurationVar(&o.degradeAt, "degrade-at", 3*time.Second, "when the fast mirrors degrade, after each contender starts")
 	flag.Float64Var(&o.deadlineFactor, "deadline-factor", 6, "a contender's run stops at this many times the oracle's time")
@@ -109,6 +118,9 @@ func main() {
 	if o.bigfileSize, err = mirrorsim.ParseSize(*bigSize); err != nil {
 		fatal(err)
 	}
+	if o.lanTotal, err = mirrorsim.ParseSize(*lanTotal); err != nil {
+		fatal(err)
+	}
 	if *refOpts != "" {
 		if err := json.Unmarshal([]byte(*refOpts), &o.refractorOpts); err != nil {
 			fatal(fmt.Errorf("-refractor: %w", err))
@@ -128,7 +140,9 @@ func main() {
 		quickly("degrade-total", func() { o.degradeTotal = 96 * mib })
 		quickly("bigfile-size", func() { o.bigfileSize = 32 * mib })
 		quickly("degrade-at", func() { o.degradeAt = 1500 * time.Millisecond })
-		quickly("scenarios", func() { o.scenarios = []string{"static/one", "degrade/one", "flaky/one", "bigfile/one"} })
+		quickly("lan-total", func() { o.lanTotal = 24 * mib })
+		quickly("lan-deadline", func() { o.lanDeadline = 20 * time.Second })
+		quickly("scenarios", func() { o.scenarios = []string{"static/one", "degrade/one", "flaky/one", "bigfile/one", "lan/cache"} })
 		quickly("min-deadline", func() { o.minDeadline = 3 * time.Second })
 		quickly("max-deadline", func() { o.maxDeadline = 5 * time.Second })
 		quickly("static-deadline", func() { o.staticDeadline = 5 * time.Second })

@@ -126,6 +126,7 @@ func printCell(w io.Writer, c *cell, sc scenario) {
 	}
 	printRestored(w, c)
 	printBigfile(w, c)
+	printLAN(w, c)
 	fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(`
 wall: median time to download every file (">": the deadline stopped the median run, so the time is a
 lower bound). MiB/s: checked bytes over wall time. files done: median. failures, gave up, corrupt:
@@ -207,4 +208,140 @@ func printBigfile(w io.Writer, c *cell) {
 	}
 	fmt.Fprintf(w, "refractor's speed-up over direct-best (direct-best's time / refractor's): x%s%.2f (%s%.2f s / %s%.2f s); the target is x%.0f.\n",
 		mark, b.wall/r.wall, gt(b.wallCensored), b.wall, gt(r.wallCensored), r.wall, bigfileSpeedupTarget)
+}
+
+// The LAN cache issue's targets (issue 15): with the cache, the mirrors
+// send at most this many times one machine's bytes, and the slowest
+// machine takes at most this fraction of the time it takes without.
+const (
+	lanUpstreamTarget = 1.1
+	lanWallTarget     = 0.5
+)
+
+// lanRow is one contender's run, or medians, in the LAN cache tables.
+type lanRow struct {
+	slowest, mean      float64
+	censored           bool
+	upstream, indexes  float64 // bytes
+	cacheFiles         float64
+	cacheBytes         float64
+	onDisk, onDiskSize float64
+}
+
+func lanRowOf(r runData) lanRow {
+	slowest, mean := machineTimes(r)
+	return lanRow{
+		slowest: slowest, mean: mean, censored: r.Censored,
+		upstream: float64(r.Upstream), indexes: float64(r.UpstreamIndexes),
+		cacheFiles: float64(r.CacheFiles), cacheBytes: float64(r.CacheBytes),
+		onDisk: float64(r.OnDiskFiles), onDiskSize: float64(r.OnDiskBytes),
+	}
+}
+
+// lanMedians are the medians, each over the runs, of a contender's rows.
+func lanMedians(rs []runData) lanRow {
+	var m lanRow
+	col := func(f func(lanRow) float64) float64 {
+		var xs []float64
+		for _, r := range rs {
+			xs = append(xs, f(lanRowOf(r)))
+		}
+		v, _ := median(xs, nil)
+		return v
+	}
+	var slowest []float64
+	var cens []bool
+	for _, r := range rs {
+		l := lanRowOf(r)
+		slowest = append(slowest, l.slowest)
+		cens = append(cens, l.censored)
+	}
+	m.slowest, m.censored = median(slowest, cens)
+	m.mean = col(func(l lanRow) float64 { return l.mean })
+	m.upstream = col(func(l lanRow) float64 { return l.upstream })
+	m.indexes = col(func(l lanRow) float64 { return l.indexes })
+	m.cacheFiles = col(func(l lanRow) float64 { return l.cacheFiles })
+	m.cacheBytes = col(func(l lanRow) float64 { return l.cacheBytes })
+	m.onDisk = col(func(l lanRow) float64 { return l.onDisk })
+	m.onDiskSize = col(func(l lanRow) float64 { return l.onDiskSize })
+	return m
+}
+
+// printLAN prints, for a cell whose machines each download every package,
+// the machines' times, what the mirrors sent against one machine's bytes,
+// and what came from the cache: per run, then medians, then the targets.
+func printLAN(w io.Writer, c *cell) {
+	if !c.SameSet || c.OneMachine == 0 {
+		return
+	}
+	one, onePkgs := float64(c.OneMachine), float64(c.OneMachinePackages)
+	fmt.Fprintf(w, "\nOne machine's files: %.1f MiB (packages %.1f MiB, databases %.1f MiB). Oracle with every package fetched once (a perfect LAN cache; databases once per machine): %.2f s.\n\n",
+		one/mib, onePkgs/mib, (one-onePkgs)/mib, c.OracleOnce)
+	head := "| contender | run | slowest machine s | mean machine s | x cache-off (slowest) | x cache-off (mean) | upstream MiB | x one machine | databases MiB | packages upstream x one set | from the cache: files, MiB | on disk: files, MiB |\n" +
+		"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+	fmt.Fprint(w, head)
+	off, hasOff := c.Runs["refractor"]
+	var offMed lanRow
+	if hasOff {
+		offMed = lanMedians(off)
+	}
+	row := func(name, run string, l, base lanRow, hasBase bool) {
+		vs := func(x, b float64) string {
+			if !hasBase || name == "refractor" || b == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f", x/b)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s%.2f | %.2f | %s | %s | %.1f | %.2f | %.1f | %.2f | %.0f, %.1f | %.0f, %.1f |\n",
+			name, run, gt(l.censored), l.slowest, l.mean, vs(l.slowest, base.slowest), vs(l.mean, base.mean),
+			l.upstream/mib, l.upstream/one, l.indexes/mib, (l.upstream-l.indexes)/onePkgs,
+			l.cacheFiles, l.cacheBytes/mib, l.onDisk, l.onDiskSize/mib)
+	}
+	for _, name := range c.Contenders {
+		rs := c.Runs[name]
+		for i, r := range rs {
+			// Against the cache-off run of the same run, when there is one.
+			var base lanRow
+			ok := hasOff && i < len(off)
+			if ok {
+				base = lanRowOf(off[i])
+			}
+			row(name, fmt.Sprint(r.Run+1), lanRowOf(r), base, ok)
+		}
+	}
+	for _, name := range c.Contenders {
+		if rs := c.Runs[name]; len(rs) > 0 {
+			row(name, "median", lanMedians(rs), offMed, hasOff)
+		}
+	}
+	fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(`
+slowest machine: when the last machine had every file (">": the deadline stopped it); mean: the
+machines' mean. x cache-off: against refractor without the cache, in the same run (median rows:
+median against median). upstream: body bytes the mirrors sent, until they were idle after the run
+(the pool's own fetches included); x one machine: over one machine's files (databases and
+packages). databases: of upstream, the *.db files. packages upstream x one set: the rest, over one
+machine's packages. from the cache: files the clients got from responses marked Refractor-Mirror:
+cache. on disk: complete files in the cache directory after the run. Medians are per column.`))
+	on, hasOn := c.Runs["refractor-cache"]
+	if !hasOn || !hasOff {
+		return
+	}
+	onMed := lanMedians(on)
+	verdict := func(x, target float64) string {
+		if x <= target {
+			return "met"
+		}
+		return fmt.Sprintf("missed by %.0f%%", 100*(x/target-1))
+	}
+	up := onMed.upstream / one
+	fmt.Fprintf(w, "\nTargets (issue 15), medians: with the cache the mirrors sent x%.2f one machine's bytes (target x%.1f: %s; packages alone x%.2f one set);",
+		up, lanUpstreamTarget, verdict(up, lanUpstreamTarget), (onMed.upstream-onMed.indexes)/onePkgs)
+	slow := onMed.slowest / offMed.slowest
+	mark := ""
+	if offMed.censored && !onMed.censored {
+		mark = "<"
+	}
+	fmt.Fprintf(w, " the slowest machine took x%s%.2f the cache-off time (%s%.2f s against %s%.2f s; target x%.1f: %s), the mean machine x%.2f; the slowest machine with the cache took x%.2f the oracle with every package fetched once.\n",
+		mark, slow, gt(onMed.censored), onMed.slowest, gt(offMed.censored), offMed.slowest, lanWallTarget, verdict(slow, lanWallTarget), onMed.mean/offMed.mean, onMed.slowest/c.OracleOnce)
+	fmt.Fprintln(w, "Cache statistics from the admin API (GET /refractor/cache): not available, the benchmark runs Caddy with its admin endpoint off; \"from the cache\" and \"on disk\" above stand for them.")
 }

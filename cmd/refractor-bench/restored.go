@@ -60,8 +60,10 @@ func waitRecord(root string, since time.Time, limit time.Duration) bool {
 }
 
 // restoredConfig is what the restored child runs: refractor's routes, and
-// where its logs go.
+// where its logs go. refractor-cache's child is the same program with its
+// own routes and server name.
 type restoredConfig struct {
+	Name    string `json:"name,omitempty"` // the Caddy server's; default refractor-restored
 	Routes  []any  `json:"routes"`
 	LogFile string `json:"log_file,omitempty"`
 }
@@ -76,16 +78,24 @@ type restoredProxy struct {
 // waits until it serves. If logFile is set, the child's logs go to it with
 // ".restored" appended.
 func startRestored(routes []any, logFile string) (*restoredProxy, error) {
+	return startProxyChild("refractor-restored", routes, logFile)
+}
+
+// startProxyChild starts a child process that runs Caddy with one server,
+// named name, with routes, and waits until it serves. If logFile is set,
+// the child's logs go to it with name's suffix after "refractor-"
+// appended (.restored, .cache).
+func startProxyChild(name string, routes []any, logFile string) (*restoredProxy, error) {
 	if logFile != "" {
-		logFile += ".restored"
+		logFile += "." + strings.TrimPrefix(name, "refractor-")
 	}
-	b, err := json.Marshal(restoredConfig{Routes: routes, LogFile: logFile})
+	b, err := json.Marshal(restoredConfig{Name: name, Routes: routes, LogFile: logFile})
 	if err != nil {
 		return nil, fmt.Errorf("encoding its config: %w", err)
 	}
 	c, err := startChild(restoredEnv + "=" + string(b))
 	if err != nil {
-		return nil, fmt.Errorf("restored child: %w", err)
+		return nil, fmt.Errorf("%s child: %w", name, err)
 	}
 	return &restoredProxy{child: c, base: c.ready}, nil
 }
@@ -117,7 +127,11 @@ func runRestoredChild() {
 		fatal(fmt.Errorf("restored child: decoding its config: %w", err))
 	}
 	addr := freeAddr()
-	if err := loadCaddy([]proxyServer{{"refractor-restored", addr, cfg.Routes}}, cfg.LogFile); err != nil {
+	name := cfg.Name
+	if name == "" {
+		name = "refractor-restored"
+	}
+	if err := loadCaddy([]proxyServer{{name, addr, cfg.Routes}}, cfg.LogFile); err != nil {
 		fatal(fmt.Errorf("restored child: %w", err))
 	}
 	fmt.Printf("http://%s/\n", addr)

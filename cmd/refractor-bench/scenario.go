@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddy-refractor/refractor/internal/mirrorsim"
@@ -33,6 +34,12 @@ type scenario struct {
 	// flaky[i] is the probability that a request to mirror i meets a
 	// random fault.
 	flaky map[int]float64
+	// clients are the scenario's client setups when -scenarios names it
+	// alone (nil: -clients).
+	clients []string
+	// contenders are the scenario's contenders unless -contenders is
+	// given (nil: defaultContenders).
+	contenders []string
 }
 
 // clientSetup is how many client machines download, each with how many
@@ -41,11 +48,15 @@ type clientSetup struct {
 	name     string
 	machines int
 	parallel int
+	// same: every machine downloads every package, in the same order (a
+	// LAN of identical machines), instead of a share of them.
+	same bool
 }
 
 var (
-	oneClient = clientSetup{"1 client x 5", 1, 5}
-	lan       = clientSetup{"LAN 4 clients x 5", 4, 5}
+	oneClient = clientSetup{"1 client x 5", 1, 5, false}
+	lan       = clientSetup{"LAN 4 clients x 5", 4, 5, false}
+	lanSame   = clientSetup{"4 machines x 5, each every package", 4, 5, true}
 )
 
 const mib = 1 << 20
@@ -94,6 +105,23 @@ func bigfileScenario(size int64, deadline time.Duration) scenario {
 		large:         size,
 		ranges:        4,
 		leastDeadline: deadline,
+	}
+}
+
+// lanScenario is issue 15's LAN: machines that each download the same
+// packages at once, over mirrors slow enough that a LAN cache matters.
+// Its client setup is lanSame, its contenders refractor with and without
+// the cache.
+func lanScenario(total int64, deadline time.Duration) scenario {
+	return scenario{
+		name:          "lan",
+		about:         "8 mirrors, static caps 0.5 to 8 MiB/s (geometric); every machine fetches the databases, then every package, in the same order (pacman -Syw on identical machines)",
+		rates:         geometricDesc(8, mib/2, 8*mib),
+		latency:       defaultLatency,
+		total:         total,
+		leastDeadline: deadline,
+		clients:       []string{"cache"},
+		contenders:    []string{"refractor", "refractor-cache"},
 	}
 }
 
@@ -180,6 +208,17 @@ func (ms *mirrorSet) waitIdle(limit time.Duration) bool {
 	}
 }
 
+// indexSent is the body bytes the mirrors have sent of the databases.
+func (ms *mirrorSet) indexSent() int64 {
+	var n int64
+	for _, s := range ms.servers {
+		n += s.BytesSentMatching(isIndex)
+	}
+	return n
+}
+
+func isIndex(name string) bool { return strings.HasSuffix(name, ".db") }
+
 func (ms *mirrorSet) sent() []int64 {
 	out := make([]int64, len(ms.servers))
 	for i, s := range ms.servers {
@@ -190,7 +229,8 @@ func (ms *mirrorSet) sent() []int64 {
 
 // plan splits the package set among the machines: each fetches the
 // database, then its share of the packages (round robin over a shuffled
-// order, the same for every contender of a run).
+// order, the same for every contender of a run), or, with cs.same, every
+// package in that order.
 func plan(tree *mirrorsim.List, cs clientSetup, seed uint64) []machine {
 	pkgs := tree.Packages()
 	rand.New(rand.NewPCG(seed, 5)).Shuffle(len(pkgs), func(i, j int) { pkgs[i], pkgs[j] = pkgs[j], pkgs[i] })
@@ -205,10 +245,30 @@ func plan(tree *mirrorsim.List, cs clientSetup, seed uint64) []machine {
 		ms[i].dbs = dbs
 	}
 	for i, p := range pkgs {
+		if cs.same {
+			for j := range ms {
+				ms[j].packages = append(ms[j].packages, ref(p))
+			}
+			continue
+		}
 		m := &ms[i%cs.machines]
 		m.packages = append(m.packages, ref(p))
 	}
 	return ms
+}
+
+// onceEach is the workload as a perfect LAN cache sees it upstream: every
+// machine's databases (indexes are not cached), and the first machine's
+// packages only (the others have the same).
+func onceEach(ms []machine) []machine {
+	out := make([]machine, len(ms))
+	for i, m := range ms {
+		out[i].dbs = m.dbs
+	}
+	if len(ms) > 0 {
+		out[0].packages = ms[0].packages
+	}
+	return out
 }
 
 // oracle is the best time the mirrors' caps allow for the workload: the

@@ -109,6 +109,7 @@ type Mirror struct {
 	active   atomic.Int64
 	sent     atomic.Int64
 	headers  atomic.Value // http.Header of the last request
+	perFile  sync.Map     // file name -> *atomic.Int64, body bytes sent of it
 }
 
 // New returns a mirror; its schedule starts with StartSchedule.
@@ -210,6 +211,28 @@ func (m *Mirror) Active() int64 { return m.active.Load() }
 // BytesSent is how many body bytes the mirror has sent.
 func (m *Mirror) BytesSent() int64 { return m.sent.Load() }
 
+// BytesSentMatching is how many body bytes the mirror has sent of the
+// files whose names (relative to its prefix) match reports true for.
+func (m *Mirror) BytesSentMatching(match func(name string) bool) int64 {
+	var n int64
+	m.perFile.Range(func(k, v any) bool {
+		if match(k.(string)) {
+			n += v.(*atomic.Int64).Load()
+		}
+		return true
+	})
+	return n
+}
+
+// fileSent is the counter of the body bytes sent of the file name.
+func (m *Mirror) fileSent(name string) *atomic.Int64 {
+	if v, ok := m.perFile.Load(name); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := m.perFile.LoadOrStore(name, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
 // LastHeaders returns the headers of the last request the mirror received.
 func (m *Mirror) LastHeaders() http.Header {
 	h, _ := m.headers.Load().(http.Header)
@@ -276,7 +299,7 @@ func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	var out io.Writer = &throttled{w: w, m: m, ctx: r.Context()}
+	var out io.Writer = &throttled{w: w, m: m, ctx: r.Context(), file: m.fileSent(name)}
 	switch fault {
 	case ResetMidBody, HangMidBody, ShortBody:
 		out = &faulty{w: out, left: faultAt, fault: fault, rw: w, hangs: hangs, ctx: r.Context()}
@@ -306,9 +329,10 @@ func (w *writerOverride) Write(b []byte) (int, error) { return w.out.Write(b) }
 // throttled writes through the mirror's current token bucket, if any, and
 // counts what it sent.
 type throttled struct {
-	w   http.ResponseWriter
-	m   *Mirror
-	ctx context.Context
+	w    http.ResponseWriter
+	m    *Mirror
+	ctx  context.Context
+	file *atomic.Int64 // the file's own count, if any
 }
 
 func (t *throttled) Write(b []byte) (int, error) {
@@ -325,6 +349,9 @@ func (t *throttled) Write(b []byte) (int, error) {
 		k, err := t.w.Write(b[:n])
 		written += k
 		t.m.sent.Add(int64(k))
+		if t.file != nil {
+			t.file.Add(int64(k))
+		}
 		if err != nil {
 			return written, err
 		}

@@ -218,3 +218,27 @@ func TestListenOnlyOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestBytesSentMatching(t *testing.T) {
+	tree := NewList(GeneratedFile("a.db", 1000), GeneratedFile("b.pkg.tar.zst", 3000))
+	s, err := Listen("127.0.0.1:0", New(Config{Tree: tree}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, name := range []string{"a.db", "b.pkg.tar.zst", "b.pkg.tar.zst", "missing"} {
+		resp, err := http.Get(s.Base() + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	isDB := func(name string) bool { return strings.HasSuffix(name, ".db") }
+	if got := s.BytesSentMatching(isDB); got != 1000 {
+		t.Errorf("bytes of a.db: %d, want 1000", got)
+	}
+	if got := s.BytesSentMatching(func(string) bool { return true }); got != 7000 || got != s.BytesSent() {
+		t.Errorf("bytes of every file: %d (BytesSent %d), want 7000", got, s.BytesSent())
+	}
+}
