@@ -543,3 +543,37 @@ func TestCacheContinuationIsCheckedWhole(t *testing.T) {
 		t.Errorf("the client got %d bytes without an error, want the file or an aborted response", len(body))
 	}
 }
+
+// With a cache, machines asking for the same index at once share one
+// upstream transfer of it (indexes are never cached): every client gets
+// the index whole, and the mirrors send it about once, not once a client.
+func TestCacheCoalescesConcurrentIndexRequests(t *testing.T) {
+	const db = "core/os/x86_64/core.db"
+	files := map[string][]byte{db: testmirror.Content(db, 2<<20)}
+	ms := []*testmirror.Mirror{testmirror.New(t, files), testmirror.New(t, files)}
+	for _, m := range ms {
+		m.SetRate(4 << 20)
+	}
+	tester := startCaddy(t, cacheBlock(t.TempDir(), "", ms))
+	const clients = 6
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			resp, body := get(t, tester, newRequest(t, http.MethodGet, db))
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, files[db]) {
+				t.Errorf("status %d, %d bytes, intact %v", resp.StatusCode, len(body), bytes.Equal(body, files[db]))
+			}
+		})
+	}
+	wg.Wait()
+	// One copy for the clients, and the pool's own copies to learn from
+	// the index (a second mirror's, to corroborate it).
+	if up := sent(ms); up > 3*int64(len(files[db])) {
+		t.Errorf("%d clients: the mirrors sent %d bytes, %.1f copies of the index; want at most 3", clients, up, float64(up)/float64(len(files[db])))
+	}
+	// A conditional request is the client's own.
+	resp, _ := get(t, tester, newRequest(t, http.MethodGet, db, "If-Modified-Since", testmirror.ModTime.UTC().Format(http.TimeFormat)))
+	if resp.StatusCode != http.StatusNotModified {
+		t.Errorf("conditional request: %d, want 304", resp.StatusCode)
+	}
+}

@@ -370,6 +370,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	handled := false
 	if h.cache != nil {
 		handled, err = h.serveCached(w, r, rel)
+		if !handled && coalescible(r) && h.pool.IsIndex(rel) {
+			handled, err = h.serveCoalesced(w, r, rel)
+		}
 	}
 	if !handled {
 		err = h.pool.Serve(w, r, rel)

@@ -1,0 +1,154 @@
+package refractor
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+)
+
+// Indexes are never cached (a cache must not make a client's view of its
+// repository older), but with a cache, concurrent plain GETs of one index
+// share one upstream transfer: the first request is served by the pool as
+// usual while its body is kept in memory, and the requests that came
+// meanwhile get that same answer when it is complete. Every machine of a
+// LAN asks for the same databases at once after the same timer fires.
+
+const (
+	// coalesceMax bounds the body one flight keeps; a larger index is
+	// served to each request on its own.
+	coalesceMax = 64 << 20
+	// coalesceBudget bounds the bodies all flights keep at once.
+	coalesceBudget = 256 << 20
+)
+
+// flights are the index transfers under way, by pool and path.
+var flights struct {
+	sync.Mutex
+	m    map[string]*flight
+	used atomic.Int64 // bytes the flights' bodies hold
+}
+
+// flight is one upstream transfer of an index that later requests follow.
+type flight struct {
+	done   chan struct{} // closed when the leader's response is complete or failed
+	status int
+	header http.Header
+	body   []byte
+	ok     bool // the body is the whole of a 200 response
+}
+
+// coalescible reports whether r is a request that may share its index's
+// upstream transfer: a plain, unconditional GET.
+func coalescible(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	for _, h := range []string{"Range", "If-Modified-Since", "If-None-Match", "If-Range", "If-Match", "If-Unmodified-Since"} {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// serveCoalesced serves r for the index at rel: as the leader of a new
+// flight (through the pool, keeping the body), or from the flight under
+// way. It returns handled false for a follower whose flight failed (the
+// pool serves it on its own).
+func (h *Handler) serveCoalesced(w http.ResponseWriter, r *http.Request, rel string) (handled bool, err error) {
+	key := h.Name + "\x00" + rel
+	flights.Lock()
+	if flights.m == nil {
+		flights.m = map[string]*flight{}
+	}
+	f, following := flights.m[key]
+	if !following {
+		f = &flight{done: make(chan struct{})}
+		flights.m[key] = f
+	}
+	flights.Unlock()
+
+	if following {
+		select {
+		case <-f.done:
+		case <-r.Context().Done():
+			return true, r.Context().Err()
+		}
+		if !f.ok {
+			return false, nil
+		}
+		for k, v := range f.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(f.status)
+		n, err := w.Write(f.body)
+		h.cacheHit()
+		h.cacheSent(int64(n), true)
+		return true, err
+	}
+
+	tw := &teeWriter{ResponseWriter: w}
+	defer func() {
+		flights.Lock()
+		delete(flights.m, key)
+		flights.Unlock()
+		f.status, f.header, f.body = tw.status, tw.Header().Clone(), tw.body
+		f.ok = err == nil && tw.status == http.StatusOK && !tw.over &&
+			tw.Header().Get("Content-Length") == strconv.Itoa(len(tw.body))
+		close(f.done)
+		// The followers have what they need once they woke up; the
+		// budget is given back now, the memory when the last one is done.
+		flights.used.Add(-int64(tw.charged))
+		if ce := h.logger.Check(zap.DebugLevel, "index flight done"); ce != nil {
+			ce.Write(zap.String("path", rel), zap.Bool("shared", f.ok), zap.Int("bytes", len(tw.body)))
+		}
+	}()
+	return true, h.pool.Serve(tw, r, rel)
+}
+
+// teeWriter passes a response on and keeps a copy of its body, within
+// coalesceMax and the flights' budget.
+type teeWriter struct {
+	http.ResponseWriter
+	status  int
+	body    []byte
+	charged int
+	over    bool
+}
+
+func (tw *teeWriter) WriteHeader(code int) {
+	if tw.status == 0 {
+		tw.status = code
+	}
+	tw.ResponseWriter.WriteHeader(code)
+}
+
+func (tw *teeWriter) Write(b []byte) (int, error) {
+	if tw.status == 0 {
+		tw.status = http.StatusOK
+	}
+	tw.keep(b)
+	return tw.ResponseWriter.Write(b)
+}
+
+// keep adds b to the copy, or drops the copy for good when it would go
+// over coalesceMax or the budget (what it charged is given back when the
+// flight ends).
+func (tw *teeWriter) keep(b []byte) {
+	switch {
+	case tw.over:
+	case len(tw.body)+len(b) > coalesceMax:
+		tw.over, tw.body = true, nil
+	case flights.used.Add(int64(len(b))) > coalesceBudget:
+		flights.used.Add(-int64(len(b)))
+		tw.over, tw.body = true, nil
+	default:
+		tw.charged += len(b)
+		tw.body = append(tw.body, b...)
+	}
+}
+
+func (tw *teeWriter) Unwrap() http.ResponseWriter { return tw.ResponseWriter }
