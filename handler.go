@@ -90,8 +90,9 @@ type Handler struct {
 	// File name patterns (path.Match syntax, matched against the last
 	// path element) of files that change in place, such as package
 	// databases; they are never stitched together from two mirrors.
-	// Default: Arch, Debian and RPM indexes (*.db, *.files, InRelease,
-	// Release, Packages*, repomd.xml, ...).
+	// Default: Arch, Debian, Fedora and openSUSE indexes (*.db, *.files,
+	// InRelease, Release, Packages*, repomd.xml, repomd.xml.asc,
+	// repomd.xml.key, openSUSE's content and media.1/media, ...).
 	ChangingPaths []string `json:"changing_paths,omitempty"`
 	// Path, under each mirror's base, of a file holding the Unix time of
 	// the mirror's last sync, as Arch Linux mirrors' "lastsync". Files in
@@ -103,7 +104,8 @@ type Handler struct {
 	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
 	// Turns off checking each file against the size and SHA-256 the
 	// repository's indexes give (pacman databases, apt Release and
-	// Packages files): with it, a mirror's wrong bytes reach the client.
+	// Packages files, RPM repomd.xml and primary metadata): with it, a
+	// mirror's wrong bytes reach the client.
 	// Default: false (files are checked).
 	SkipVerify bool `json:"skip_verify,omitempty"`
 	// Where what the pools learned of mirrors (throughput, failures,

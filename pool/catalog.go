@@ -21,14 +21,17 @@ import (
 
 // The catalog: the size and SHA-256 of each package, as the repository's
 // own indexes say (pacman databases; apt's Release files, which give the
-// hashes of the Packages files, which give the packages'). An index is
-// evidence, not truth: refractor checks no signature, so an index teaches
-// hashes only once two mirrors serve the same bytes for it, or once a
-// corroborated Release lists its hash. Indexes are learned from what
-// passes through to clients and from the pool's own fetches: alongside a
-// client's download of an index (to corroborate it), and when a client's
-// copy did not pass through (a 304, a by-hash fetch, apt's pdiffs, a
-// package asked for without its database).
+// hashes of the Packages files, which give the packages'; an RPM
+// repository's repodata/repomd.xml, which gives the hash of its primary
+// metadata, which gives the packages'). An index is evidence, not truth:
+// refractor checks no signature, so an index teaches hashes only once two
+// mirrors serve the same bytes for it, or once a corroborated Release (or
+// repomd.xml) lists its hash. Indexes are learned from what passes through
+// to clients and from the pool's own fetches: alongside a client's
+// download of an index (to corroborate it), and when a client's copy did
+// not pass through (a 304, a by-hash fetch, apt's pdiffs, a package asked
+// for without its database, primary metadata that dnf did not fetch again
+// or fetched as zchunk).
 
 const (
 	// maxIndexBytes bounds an index the pool keeps to learn from.
@@ -78,8 +81,9 @@ type catalog struct {
 	mu       sync.Mutex
 	cond     sync.Cond            // on mu: a learner finished
 	files    map[string]entry     // package path → what a corroborated index says of it
-	indexes  map[string]entry     // apt index path → what a corroborated Release says of it
+	indexes  map[string]entry     // index path → what a corroborated Release or repomd.xml says of it
 	listed   map[[32]byte]string  // hash → path of a Packages file in indexes
+	follow   map[string][]string  // repomd.xml path → the primary metadata its learned version lists
 	learned  map[string]version   // index path → the version learned
 	votes    tally                // index path → version → mirrors that served it
 	tried    map[string]time.Time // index path → when the pool last fetched it
@@ -102,6 +106,7 @@ func (c *catalog) forget() {
 	c.files = make(map[string]entry)
 	c.indexes = make(map[string]entry)
 	c.listed = make(map[[32]byte]string)
+	c.follow = make(map[string][]string)
 	c.learned = make(map[string]version)
 	c.votes = make(tally)
 }
@@ -199,26 +204,60 @@ func (c *catalog) broadcast() {
 	c.mu.Unlock()
 }
 
-// listable reports whether an index could list the file at rel: a pacman
-// or Debian package (not a signature).
+// listable reports whether an index could list the file at rel: a pacman,
+// Debian or RPM package (not a signature).
 func listable(rel string) bool {
 	base := path.Base(rel)
 	if strings.HasSuffix(base, ".sig") {
 		return false
 	}
 	return strings.Contains(base, ".pkg.tar.") || strings.HasSuffix(base, ".deb") ||
-		strings.HasSuffix(base, ".udeb") || strings.HasSuffix(base, ".ddeb")
+		strings.HasSuffix(base, ".udeb") || strings.HasSuffix(base, ".ddeb") ||
+		strings.HasSuffix(base, ".rpm")
 }
 
-// databaseOf is the pacman database that lists the package at rel in
-// Arch's layout (<repo>/os/<arch>/<file>), or "".
+// databaseOf is the index that lists the package at rel where the
+// repository's layout tells, or "": a pacman package's database in Arch's
+// layout (<repo>/os/<arch>/<file>), an RPM package's repodata/repomd.xml
+// (rpmRootOf), whose primary metadata the pool then learns too (follow).
+// An apt archive's layout does not tell which Release lists a .deb.
 func databaseOf(rel string) string {
 	segs := strings.Split(rel, "/")
 	n := len(segs)
-	if n < 4 || segs[n-3] != "os" || !strings.Contains(segs[n-1], ".pkg.tar.") {
+	switch {
+	case strings.HasSuffix(segs[n-1], ".rpm"):
+		return rpmRootOf(segs[:n-1]) + "repodata/repomd.xml"
+	case n < 4 || segs[n-3] != "os" || !strings.Contains(segs[n-1], ".pkg.tar."):
 		return ""
 	}
 	return strings.Join(segs[:n-1], "/") + "/" + segs[n-4] + ".db"
+}
+
+// rpmArchDirs are the directories openSUSE's layout keeps packages in
+// under the repository root, one per architecture.
+var rpmArchDirs = map[string]bool{
+	"noarch": true, "src": true, "nosrc": true, "x86_64": true, "i586": true, "i686": true,
+	"aarch64": true, "armv7hl": true, "armv6hl": true, "ppc64le": true, "ppc64": true,
+	"s390x": true, "riscv64": true,
+}
+
+// rpmRootOf is the root, with a trailing slash, of the RPM repository
+// whose package is in the directory dir (its path's elements), as the
+// common layouts place packages: Fedora's Packages/<letter>/ and
+// Packages/ (RHEL and its rebuilds), openSUSE's <arch>/, and else the
+// directory itself (createrepo_c run where the packages are).
+func rpmRootOf(dir []string) string {
+	n := len(dir)
+	switch {
+	case n >= 2 && dir[n-2] == "Packages" && len(dir[n-1]) == 1:
+		n -= 2
+	case n >= 1 && (dir[n-1] == "Packages" || rpmArchDirs[dir[n-1]]):
+		n--
+	}
+	if n == 0 {
+		return ""
+	}
+	return strings.Join(dir[:n], "/") + "/"
 }
 
 // patched is the Packages file that the apt pdiff index at rel patches, as
@@ -281,6 +320,7 @@ func (p *Pool) learn(rel, exclude string) bool {
 			c.mu.Unlock()
 		}()
 		p.gather(rel, exclude, since)
+		p.follow(rel) // while this learner still counts, so that lookups wait on
 	}()
 	return true
 }
@@ -360,7 +400,7 @@ func (p *Pool) vote(rel string, data []byte, mirror, modified string) bool {
 		c.mu.Unlock()
 		return false // not the file its name says
 	}
-	corroborated := c.indexes[name].sum == sum && kind == repoindex.AptPackages
+	corroborated := c.indexes[name].sum == sum && listed(kind)
 	if !corroborated {
 		corroborated = len(c.votes.add(rel, sum, mirror, learnVoters)) >= 2
 	}
@@ -381,8 +421,9 @@ func (p *Pool) vote(rel string, data []byte, mirror, modified string) bool {
 
 // learnFrom parses the corroborated index of that kind at rel (its path as
 // the repository names it) and adds what it says to the catalog: packages
-// to files, and the apt indexes a Release lists to indexes (they change
-// with each Release: they are checked only by their by-hash names).
+// to files, and the indexes a Release or repomd.xml lists to indexes (they
+// change with each Release: they are not checked as they stream, but
+// corroborated by it, and an apt index is checked by its by-hash name).
 func (p *Pool) learnFrom(kind repoindex.Kind, rel string, data []byte) error {
 	c := p.catalog
 	found := make(map[string]entry)
@@ -400,7 +441,11 @@ func (p *Pool) learnFrom(kind repoindex.Kind, rel string, data []byte) error {
 	case repoindex.AptRelease:
 		_, err = repoindex.ParseRelease(bytes.NewReader(data), lim, add(dirOf(rel)))
 	case repoindex.AptPackages:
-		err = repoindex.ParsePackages(bytes.NewReader(data), lim, add(aptRoot(rel)))
+		err = repoindex.ParsePackages(bytes.NewReader(data), lim, add(repoRoot(rel, "dists/")))
+	case repoindex.RpmRepomd:
+		err = repoindex.ParseRepomd(bytes.NewReader(data), lim, add(repoRoot(rel, "repodata/")))
+	case repoindex.RpmPrimary:
+		err = repoindex.ParsePrimary(bytes.NewReader(data), lim, add(repoRoot(rel, "repodata/")))
 	default:
 		err = errors.New("not an index")
 	}
@@ -412,18 +457,66 @@ func (p *Pool) learnFrom(kind repoindex.Kind, rel string, data []byte) error {
 	if len(c.files)+len(c.indexes)+len(found) > maxCatalogEntries {
 		c.forget()
 	}
+	var follow []string
 	for k, v := range found {
-		if kind != repoindex.AptRelease {
+		if !lists(kind) {
 			c.files[k] = v
 			continue
 		}
 		c.indexes[k] = v
-		if repoindex.KindOf(k) == repoindex.AptPackages {
+		switch repoindex.KindOf(k) {
+		case repoindex.AptPackages:
 			c.listed[v.sum] = k
+		case repoindex.RpmPrimary:
+			if len(follow) < maxFollow {
+				follow = append(follow, k)
+			}
 		}
+	}
+	if kind == repoindex.RpmRepomd {
+		c.follow[rel] = follow
 	}
 	p.log.Info("learned a repository index", zap.String("path", rel), zap.Int("files", len(found)))
 	return nil
+}
+
+// lists reports whether an index of kind lists other indexes with their
+// hashes (apt's Release, RPM's repomd.xml) rather than packages.
+func lists(kind repoindex.Kind) bool {
+	return kind == repoindex.AptRelease || kind == repoindex.RpmRepomd
+}
+
+// listed reports whether an index of kind is one that a Release or a
+// repomd.xml lists: once one of those is corroborated, a copy with the
+// hash it gives needs no second mirror.
+func listed(kind repoindex.Kind) bool {
+	return kind == repoindex.AptPackages || kind == repoindex.RpmPrimary
+}
+
+// maxFollow bounds the primary metadata files of one repomd.xml that the
+// pool fetches itself (a repository has one, in one or two compressions).
+const maxFollow = 2
+
+// follow starts learners of the primary metadata that the learned version
+// of the repomd.xml at rel lists, unless the catalog has learned it in
+// that version: dnf asks for packages without fetching the primary
+// metadata it has, and where the repository offers zchunk (Fedora), fetches
+// that form, which is not read here; so the client's copy is not waited
+// for. When it does pass through, the learner's copy is the second that
+// learn would fetch anyway.
+func (p *Pool) follow(rel string) {
+	c := p.catalog
+	c.mu.Lock()
+	var stale []string
+	for _, pm := range c.follow[rel] {
+		if c.learned[pm].sum != c.indexes[pm].sum {
+			stale = append(stale, pm)
+		}
+	}
+	c.mu.Unlock()
+	for _, pm := range stale {
+		p.learn(pm, "")
+	}
 }
 
 // tally counts, per file and per hash, the mirrors that served a file with
@@ -453,10 +546,13 @@ func dirOf(rel string) string {
 	return ""
 }
 
-// aptRoot is the archive root of an apt index at rel: what precedes its
-// "dists/" (Packages' Filename fields are relative to it).
-func aptRoot(rel string) string {
-	if i := strings.LastIndex(rel, "dists/"); i >= 0 && (i == 0 || rel[i-1] == '/') {
+// repoRoot is the root of the repository whose index is at rel: what
+// precedes the last element of rel named dir, such as an apt archive's
+// "dists/" (Packages' Filename fields are relative to it) or an RPM
+// repository's "repodata/" (hrefs in repomd.xml and primary metadata are).
+// Without one, it is the mirror base ("").
+func repoRoot(rel, dir string) string {
+	if i := strings.LastIndex(rel, dir); i >= 0 && (i == 0 || rel[i-1] == '/') {
 		return rel[:i]
 	}
 	return ""
@@ -525,7 +621,9 @@ func (t *transfer) learn() {
 		return
 	}
 	if t.status == http.StatusOK && (t.size < 0 || int64(len(*t.capture)) == t.size) {
-		p.vote(t.rel, *t.capture, t.mirror, t.modified)
+		if p.vote(t.rel, *t.capture, t.mirror, t.modified) {
+			p.follow(t.rel)
+		}
 		return
 	}
 	p.learn(t.rel, "")

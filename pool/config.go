@@ -33,10 +33,23 @@ const (
 // against the last path element) of files that change in place on Arch,
 // Debian and RPM mirrors: package databases and repository indexes.
 var DefaultChangingPaths = []string{
+	// Arch (pacman): the sync databases, their signatures, and the
+	// mirror's own sync stamps.
 	"*.db", "*.db.sig", "*.db.tar.*", "*.files", "*.files.sig", "*.files.tar.*",
 	"lastsync", "lastupdate",
+	// Debian (apt): dists/<suite>/ and what it holds.
 	"InRelease", "Release", "Release.gpg", "Packages*", "Sources*", "Contents-*", "Translation-*",
-	"repomd.xml", "repomd.xml.asc",
+	// RPM (dnf, zypper): repodata/repomd.xml, its signature and the key
+	// zypper fetches beside it. The metadata it lists has its hash in its
+	// name (createrepo_c's default) and never changes, except where the
+	// repository was made with --simple-md-filenames.
+	"repomd.xml", "repomd.xml.asc", "repomd.xml.key",
+	"primary.xml*", "filelists.xml*", "other.xml*",
+	// openSUSE (zypper): the product description at the root of a
+	// distribution repository ("content", signed, and its key), and the
+	// media description that zypper reads first (media.1/media,
+	// media.1/products).
+	"content", "content.asc", "content.key", "media", "products",
 }
 
 // Config holds a pool's knobs. The zero value of each field means its default.

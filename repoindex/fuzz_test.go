@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -117,6 +118,38 @@ func FuzzParsePackages(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fn, done := checker(t, true)
 		_ = ParsePackages(bytes.NewReader(data), fuzzLimits, fn)
+		done()
+	})
+}
+
+func FuzzParseRepomd(f *testing.F) {
+	text, _ := repomdSample()
+	f.Add([]byte(text))
+	f.Add([]byte(text[:len(text)/2]))
+	f.Add([]byte(strings.Replace(text, "<revision>", "<revision>"+strings.Repeat("long ", 1000), 1)))
+	if b, err := os.ReadFile("testdata/createrepo/repodata/repomd.xml"); err == nil {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fn, done := checker(t, true)
+		_ = ParseRepomd(bytes.NewReader(data), fuzzLimits, fn)
+		done()
+	})
+}
+
+func FuzzParsePrimary(f *testing.F) {
+	text, _ := primarySample()
+	addCompressed(f, []byte(text))
+	addCompressed(f, []byte(strings.Replace(text, "friendly greeting.", strings.Repeat("long ", 1000), 1)))
+	f.Add([]byte("<metadata>" + strings.Repeat("<a>", 100)))
+	if files, err := filepath.Glob("testdata/createrepo/repodata/*-primary.xml.gz"); err == nil && len(files) == 1 {
+		if b, err := os.ReadFile(files[0]); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fn, done := checker(t, true)
+		_ = ParsePrimary(bytes.NewReader(data), fuzzLimits, fn)
 		done()
 	})
 }

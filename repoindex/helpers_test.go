@@ -344,3 +344,180 @@ func wantRefused(t *testing.T, parse func(io.Reader, Limits, func(string, Entry)
 		})
 	}
 }
+
+// --- rpm ---
+
+// repomdSample is a repodata/repomd.xml as Fedora's mirrors serve it
+// (shortened), with data files ParseRepomd must skip, and the entries it
+// must report.
+func repomdSample() (text string, want map[string]Entry) {
+	want = map[string]Entry{}
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm">
+  <revision>1713868479</revision>
+  <tags>
+    <distro cpeid="cpe:/o:fedoraproject:fedora:40">Fedora 40</distro>
+  </tags>
+`)
+	// data writes a data element; "\x00" leaves a child out, and a
+	// location starting with "<" is written as it is.
+	data := func(typ, sumType, sum, href, size, extra string, good bool) {
+		fmt.Fprintf(&b, "  <data type=%q>\n", typ)
+		switch {
+		case sum == "\x00":
+		case sumType == "\x00":
+			fmt.Fprintf(&b, "    <checksum>%s</checksum>\n", sum)
+		default:
+			fmt.Fprintf(&b, "    <checksum type=\"%s\">%s</checksum>\n", sumType, sum)
+		}
+		fmt.Fprintf(&b, "    <open-checksum type=\"sha256\">%s</open-checksum>\n", hexSum("open "+typ))
+		switch {
+		case strings.HasPrefix(href, "<"):
+			b.WriteString("    " + href + "\n")
+		case href != "\x00":
+			fmt.Fprintf(&b, "    <location href=\"%s\"/>\n", href)
+		}
+		b.WriteString("    <timestamp>1713868422</timestamp>\n")
+		if size != "\x00" {
+			fmt.Fprintf(&b, "    <size>%s</size>\n", size)
+		}
+		b.WriteString("    <open-size>160123456</open-size>\n" + extra + "  </data>\n")
+		if good {
+			var e Entry
+			fmt.Sscan(size, &e.Size)
+			hex.Decode(e.SHA256[:], []byte(strings.TrimSpace(sum)))
+			want[href] = e
+		}
+	}
+	h := func(name string) string { return hexSum(name) + "-" + name }
+	data("primary", "sha256", hexSum("primary"), "repodata/"+h("primary.xml.zst"), "19451234", "", true)
+	data("filelists", "sha256", hexSum("filelists"), "repodata/"+h("filelists.xml.zst"), "52123456", "", true)
+	data("primary_zck", "sha256", hexSum("primary_zck"), "repodata/"+h("primary.xml.zck"), "27123456",
+		"    <header-checksum type=\"sha256\">"+hexSum("header")+"</header-checksum>\n    <header-size>123456</header-size>\n", true)
+	data("group", "SHA256", strings.ToUpper(hexSum("group")), "repodata/"+h("comps-Everything.x86_64.xml"), "1456789", "", true)
+	// Values with blanks around them, and a comment inside one.
+	data("group_xz", "sha256", "\n      "+hexSum("group_xz")+"\n    ", "repodata/"+h("comps.xml.xz"), " 256789 ", "", true)
+	b.WriteString(`  <data type="updateinfo">
+    <checksum type="sha256">` + hexSum("updateinfo")[:20] + `<!-- split -->` + hexSum("updateinfo")[20:] + `</checksum>
+    <location href="repodata/updateinfo.xml.zst"/>
+    <size>1234</size>
+  </data>
+`)
+	want["repodata/updateinfo.xml.zst"] = Entry{Size: 1234, SHA256: sum("updateinfo")}
+	// Skipped: another checksum type, an unsafe or external location, a
+	// child missing, a malformed value.
+	data("sha1", "sha", "5d8f3ab8c4e8a8f1f0b3b8b1c7d6e5f4a3b2c1d0", "repodata/sha1.xml.gz", "100", "", false)
+	data("sha512", "sha512", hexSum("a")+hexSum("b"), "repodata/sha512.xml.gz", "100", "", false)
+	data("notype", "\x00", hexSum("notype"), "repodata/notype.xml.gz", "100", "", false)
+	data("absolute", "sha256", hexSum("absolute"), "/etc/passwd", "100", "", false)
+	data("dotdot", "sha256", hexSum("dotdot"), "repodata/../../escape", "100", "", false)
+	data("empty", "sha256", hexSum("empty"), "", "100", "", false)
+	data("external", "sha256", hexSum("external"), `<location xml:base="https://elsewhere.example/" href="repodata/external.xml.gz"/>`, "100", "", false)
+	data("nolocation", "sha256", hexSum("nolocation"), "\x00", "100", "", false)
+	data("nosize", "sha256", hexSum("nosize"), "repodata/nosize.xml.gz", "\x00", "", false)
+	data("nosum", "sha256", "\x00", "repodata/nosum.xml.gz", "100", "", false)
+	data("badsize", "sha256", hexSum("badsize"), "repodata/badsize.xml.gz", "1e3", "", false)
+	data("negative", "sha256", hexSum("negative"), "repodata/negative.xml.gz", "-1", "", false)
+	data("shortsum", "sha256", hexSum("shortsum")[1:], "repodata/shortsum.xml.gz", "100", "", false)
+	data("ctrl", "sha256", hexSum("ctrl"), "repodata/ctrl\x7f.xml.gz", "100", "", false)
+	// The first checksum counts: it is SHA-1, so the data file is skipped.
+	data("twosums", "sha1", "5d8f3ab8c4e8a8f1f0b3b8b1c7d6e5f4a3b2c1d0", "repodata/twosums.xml.gz", "100",
+		"    <checksum type=\"sha256\">"+hexSum("twosums")+"</checksum>\n", false)
+	// The first location counts.
+	data("twolocations", "sha256", hexSum("twolocations"), "repodata/first.xml.gz", "100",
+		"    <location href=\"repodata/second.xml.gz\"/>\n", true)
+	b.WriteString("</repomd>\n")
+	return b.String(), want
+}
+
+// primarySample is primary metadata as Fedora's and openSUSE's mirrors
+// serve it (shortened), with packages ParsePrimary must skip, and the
+// entries it must report.
+func primarySample() (text string, want map[string]Entry) {
+	want = map[string]Entry{}
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="18">
+`)
+	// pkg writes a package; "\x00" leaves a child out, and a location
+	// starting with "<" is written as it is.
+	pkg := func(name, sumType, sum, href, size, extra string, good bool) {
+		fmt.Fprintf(&b, `<package type="rpm">
+  <name>%s</name>
+  <arch>x86_64</arch>
+  <version epoch="0" ver="2.12.1" rel="4.fc40"/>
+`, name)
+		if sum != "\x00" {
+			fmt.Fprintf(&b, "  <checksum type=\"%s\" pkgid=\"YES\">%s</checksum>\n", sumType, sum)
+		}
+		fmt.Fprintf(&b, `  <summary>Prints a familiar, friendly greeting</summary>
+  <description>The GNU Hello program produces a familiar, friendly greeting.
+It &lt;size package="1"&gt; and <![CDATA[<location href="cdata/evil.rpm"/>]]> are text.</description>
+  <packager>Fedora Project</packager>
+  <url>https://www.gnu.org/software/hello/</url>
+  <time file="1706244800" build="1706200000"/>
+`)
+		if size != "\x00" {
+			fmt.Fprintf(&b, "  <size package=\"%s\" installed=\"196447\" archive=\"199640\"/>\n", size)
+		}
+		switch {
+		case strings.HasPrefix(href, "<"):
+			b.WriteString("  " + href + "\n")
+		case href != "\x00":
+			fmt.Fprintf(&b, "  <location href=\"%s\"/>\n", href)
+		}
+		fmt.Fprintf(&b, `  <format>
+    <rpm:license>GPL-3.0-or-later AND GFDL-1.3-or-later</rpm:license>
+    <rpm:vendor>Fedora Project</rpm:vendor>
+    <rpm:group>Unspecified</rpm:group>
+    <rpm:buildhost>buildhw-x86-09.iad2.fedoraproject.org</rpm:buildhost>
+    <rpm:sourcerpm>%[1]s-2.12.1-4.fc40.src.rpm</rpm:sourcerpm>
+    <rpm:header-range start="4504" end="21549"/>
+    <rpm:provides>
+      <rpm:entry name="%[1]s" flags="EQ" epoch="0" ver="2.12.1" rel="4.fc40"/>
+      <rpm:entry name="%[1]s(x86-64)" flags="EQ" epoch="0" ver="2.12.1" rel="4.fc40"/>
+    </rpm:provides>
+    <rpm:requires>
+      <rpm:entry name="libc.so.6(GLIBC_2.34)(64bit)"/>
+      <rpm:entry name="rtld(GNU_HASH)"/>
+    </rpm:requires>
+    <file>/usr/bin/%[1]s</file>
+    <location href="format/%[1]s-nested.rpm"/>
+    <size package="1"/>
+  </format>
+%s</package>
+`, name, extra)
+		if good {
+			var e Entry
+			fmt.Sscan(size, &e.Size)
+			hex.Decode(e.SHA256[:], []byte(strings.TrimSpace(sum)))
+			want[href] = e
+		}
+	}
+	pkg("hello", "sha256", hexSum("hello"), "Packages/h/hello-2.12.1-4.fc40.x86_64.rpm", "87449", "", true)
+	pkg("zypper", "sha256", hexSum("zypper"), "x86_64/zypper-1.14.73-1.1.x86_64.rpm", "2212345", "", true)
+	pkg("flat", "SHA256", strings.ToUpper(hexSum("flat")), "flat-1.0-1.noarch.rpm", "0", "", true)
+	pkg("hello-src", "sha256", " "+hexSum("hello-src")+"\n", "src/hello-2.12.1-4.fc40.src.rpm", "1020304", "", true)
+	// Skipped: another checksum type, an unsafe or external location, a
+	// child missing, a malformed value.
+	pkg("sha1", "sha", "5d8f3ab8c4e8a8f1f0b3b8b1c7d6e5f4a3b2c1d0", "Packages/s/sha1-1-1.x86_64.rpm", "100", "", false)
+	pkg("sha512", "sha512", hexSum("a")+hexSum("b"), "Packages/s/sha512-1-1.x86_64.rpm", "100", "", false)
+	pkg("external", "sha256", hexSum("external"), `<location xml:base="https://elsewhere.example/repo/" href="Packages/e/external-1-1.x86_64.rpm"/>`, "100", "", false)
+	pkg("absolute", "sha256", hexSum("absolute"), "/etc/shadow", "100", "", false)
+	pkg("dotdot", "sha256", hexSum("dotdot"), "Packages/../../../etc/shadow", "100", "", false)
+	pkg("backslash", "sha256", hexSum("backslash"), `Packages\b\backslash-1-1.x86_64.rpm`, "100", "", false)
+	pkg("emptyhref", "sha256", hexSum("emptyhref"), "", "100", "", false)
+	pkg("nohref", "sha256", hexSum("nohref"), "\x00", "100", "", false)
+	pkg("nosize", "sha256", hexSum("nosize"), "Packages/n/nosize-1-1.x86_64.rpm", "\x00", "", false)
+	pkg("nosum", "sha256", "\x00", "Packages/n/nosum-1-1.x86_64.rpm", "100", "", false)
+	pkg("badsize", "sha256", hexSum("badsize"), "Packages/b/badsize-1-1.x86_64.rpm", "0x10", "", false)
+	pkg("badsum", "sha256", "g"+hexSum("badsum")[1:], "Packages/b/badsum-1-1.x86_64.rpm", "100", "", false)
+	// A checksum element after the location and size is as good, and a
+	// second checksum does not replace the first.
+	pkg("late", "\x00", "\x00", "Packages/l/late-1-1.x86_64.rpm", "4096",
+		"  <checksum type=\"sha256\">"+hexSum("late")+"</checksum>\n  <checksum type=\"sha256\">"+hexSum("other")+"</checksum>\n", false)
+	want["Packages/l/late-1-1.x86_64.rpm"] = Entry{Size: 4096, SHA256: sum("late")}
+	b.WriteString("</metadata>\n")
+	return b.String(), want
+}
