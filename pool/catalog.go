@@ -146,9 +146,10 @@ func byHashSum(rel string) *[32]byte {
 }
 
 // lookup returns what is known of the file at rel. A package not known yet
-// waits (within learnWait, or until ctx ends) for the indexes being
-// learned: a client asks for packages right after their index.
-func (c *catalog) lookup(ctx context.Context, rel string) (entry, bool) {
+// waits (until patience after the newest learner began, or until ctx
+// ends) for the indexes being learned: a client asks for packages right
+// after their index.
+func (c *catalog) lookup(ctx context.Context, rel string, patience time.Duration) (entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if sum := byHashSum(rel); sum != nil {
@@ -160,7 +161,7 @@ func (c *catalog) lookup(ctx context.Context, rel string) (entry, bool) {
 	if e, ok := c.files[rel]; ok || !listable(rel) {
 		return e, ok
 	}
-	c.waitLearners(ctx)
+	c.waitLearners(ctx, patience)
 	e, ok := c.files[rel]
 	return e, ok
 }
@@ -173,18 +174,19 @@ func (c *catalog) known(rel string) (entry, bool) {
 	return e, ok
 }
 
-// waitLearners waits for the indexes being learned, until learnWait after
+// waitLearners waits for the indexes being learned, until patience after
 // the newest learner began, or until ctx ends: a package asked for right
-// after its index waits a moment for it; later ones, while a slow mirror
-// sends the second copy, do not wait at all. c.mu must be held.
-func (c *catalog) waitLearners(ctx context.Context) {
+// after its index waits a moment for it (learnWait); later ones, while a
+// slow mirror sends the second copy, do not wait at all. c.mu must be
+// held.
+func (c *catalog) waitLearners(ctx context.Context, patience time.Duration) {
 	var newest time.Time
 	for _, began := range c.learning {
 		if began.After(newest) {
 			newest = began
 		}
 	}
-	deadline := newest.Add(learnWait)
+	deadline := newest.Add(patience)
 	wait := time.Until(deadline)
 	if len(c.learning) == 0 || wait <= 0 {
 		return
@@ -271,7 +273,7 @@ func (c *catalog) patched(ctx context.Context, rel string) string {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.waitLearners(ctx)
+	c.waitLearners(ctx, learnWait)
 	for _, ext := range []string{".xz", ".gz", ".bz2", ".zst", ""} {
 		pk := base + "/Packages" + ext
 		if e, ok := c.indexes[pk]; ok {

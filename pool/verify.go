@@ -38,6 +38,14 @@ const (
 	liarCooldown = 6
 )
 
+// expectPatience: Expect waits this long after the newest learner began
+// for an index being learned. make bench's lan/cache scenario found the
+// first machine asking for packages 0.5 to 2.5 s before a cold pool had
+// corroborated the databases (a second copy from a mirror of unknown
+// speed); each of those packages crossed the Internet again for the next
+// machine.
+const expectPatience = 5 * time.Second
+
 var (
 	errLied   = errors.New("the file's bytes do not match the hash its index gives")
 	errLength = errors.New("length disagrees")
@@ -53,16 +61,16 @@ func (t *transfer) expecting() {
 	if p.cfg.SkipVerify || t.changing || t.r.Method != http.MethodGet {
 		return
 	}
-	t.expect, t.known = p.expected(t.r.Context(), t.rel)
+	t.expect, t.known = p.expected(t.r.Context(), t.rel, learnWait)
 }
 
-// expected is what the catalog says of the file at rel; it asks for a
-// pacman package's database when no index listed the package, and waits
-// for it.
-func (p *Pool) expected(ctx context.Context, rel string) (entry, bool) {
-	e, known := p.catalog.lookup(ctx, rel)
+// expected is what the catalog says of the file at rel, waiting for the
+// indexes being learned as lookup does; it asks for a package's index
+// when no index listed the package, and waits for it.
+func (p *Pool) expected(ctx context.Context, rel string, patience time.Duration) (entry, bool) {
+	e, known := p.catalog.lookup(ctx, rel, patience)
 	if db := databaseOf(rel); !known && db != "" && p.learn(db, "") {
-		e, known = p.catalog.lookup(ctx, rel)
+		e, known = p.catalog.lookup(ctx, rel, patience)
 	}
 	return e, known
 }
@@ -329,14 +337,16 @@ func (p *Pool) evictLiar(key string) {
 // Expect returns the size and SHA-256 the repository's corroborated
 // indexes give for the file at rel, if rel is a file that cannot change in
 // place, is not itself an index the pool learns from, and both are known.
-// Like a transfer, it waits a moment for an index being learned, and asks
-// for a pacman package's database when no index listed it. A LAN cache
-// keeps only files it can check this way.
+// It waits for an index being learned (until expectPatience after the
+// newest learner began: longer than a transfer, for a file that would
+// otherwise cross the Internet once more), and asks for a package's index
+// when no index listed it. A LAN cache keeps only files it can check this
+// way.
 func (p *Pool) Expect(ctx context.Context, rel string) (size int64, sum [32]byte, ok bool) {
 	if p.cfg.SkipVerify || p.isChanging(rel) || p.catalog.isIndex(rel) {
 		return 0, sum, false
 	}
-	e, known := p.expected(ctx, rel)
+	e, known := p.expected(ctx, rel, expectPatience)
 	if !known || e.size < 0 {
 		return 0, sum, false
 	}

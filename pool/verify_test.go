@@ -249,7 +249,7 @@ func TestVerifyLearnsPackagesPatchedByPdiffs(t *testing.T) {
 		}
 	}
 	pollFor(t, 10*time.Second, "the pool to learn the Packages file", func() bool {
-		e, ok := p.catalog.lookup(t.Context(), debPath)
+		e, ok := p.catalog.lookup(t.Context(), debPath, learnWait)
 		return ok && e.sum == sha256.Sum256(deb)
 	})
 	setSamples(t, p, liar.Base(), 50<<20)
