@@ -57,6 +57,7 @@ var caches = caddy.NewUsagePool()
 type cacheStore struct {
 	*filecache.Store
 	hits, misses, served, saved atomic.Int64
+	peerCounters
 }
 
 // Destruct lets the store go: it holds no goroutine; fills in flight end
@@ -76,6 +77,9 @@ type CacheStatus struct {
 	// those that did not cross the Internet for the request they answered.
 	ServedBytes int64 `json:"served_bytes"`
 	SavedBytes  int64 `json:"saved_bytes"`
+	// PeerServedBytes are bytes sent to other instances (peers) from the
+	// cache.
+	PeerServedBytes int64 `json:"peer_served_bytes,omitempty"`
 }
 
 // hit, miss and sent count for both the store and the pool's metrics.
@@ -138,7 +142,7 @@ func cacheStats() []CacheStatus {
 		c := v.(*cacheStore)
 		out = append(out, CacheStatus{
 			Stats: c.Stats(), Hits: c.hits.Load(), Misses: c.misses.Load(),
-			ServedBytes: c.served.Load(), SavedBytes: c.saved.Load(),
+			ServedBytes: c.served.Load(), SavedBytes: c.saved.Load(), PeerServedBytes: c.peerServed.Load(),
 		})
 		return true
 	})

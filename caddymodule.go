@@ -83,6 +83,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        max_size <size>
 //	        min_free <size>
 //	    }
+//	    peers           <urls...>
+//	    peer_url        <url>
+//	    serve_peers     on|off
+//	    peer_load       <n>
 //	    provider        <name> [<args...>] [{ ... }]
 //	}
 //
@@ -159,6 +163,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SaveInterval, err = duration(d)
 		case "cache":
 			err = h.unmarshalCache(d)
+		case "peers":
+			h.Peers = append(h.Peers, d.RemainingArgs()...)
+			if len(h.Peers) == 0 {
+				return d.ArgErr()
+			}
+		case "peer_url":
+			h.PeerURL, err = oneArg(d)
+		case "serve_peers":
+			var v string
+			if v, err = oneArg(d); err == nil {
+				if v != "on" && v != "off" {
+					return d.Errf("serve_peers: want on or off, got %q", v)
+				}
+				on := v == "on"
+				h.ServePeers = &on
+			}
+		case "peer_load":
+			h.PeerLoad, err = positiveInt(d)
 		case "storage":
 			err = h.unmarshalStorage(d)
 		case "provider":

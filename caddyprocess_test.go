@@ -95,8 +95,10 @@ func freePort(t *testing.T) int {
 }
 
 // caddyfileFor is a Caddyfile with admin on adminPort and the refractor
-// block body under /archlinux/ on httpPort, all on 127.0.0.1.
+// block body under /archlinux/ on httpPort, all on 127.0.0.1. $SELF in the
+// block is that site's URL of the block (for peer_url).
 func caddyfileFor(adminPort, httpPort int, refractorBlock string) string {
+	refractorBlock = strings.ReplaceAll(refractorBlock, "$SELF", fmt.Sprintf("http://127.0.0.1:%d/archlinux/", httpPort))
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off

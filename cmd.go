@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -143,6 +144,9 @@ func renderCaches(w io.Writer, caches []CacheStatus) {
 		fmt.Fprintf(w, "\ncache %s: %d files, %s %s (min_free %s), %d filling\n", c.Dir, c.Files, b(c.Size), bound, b(c.MinFree), c.Filling)
 		fmt.Fprintf(w, "  %d hits, %d misses; %s served, %s of it not from the Internet; %d evicted, %d write errors\n",
 			c.Hits, c.Misses, b(c.ServedBytes), b(c.SavedBytes), c.Evicted, c.WriteErrors)
+		if c.PeerServedBytes > 0 {
+			fmt.Fprintf(w, "  %s served to peers\n", b(c.PeerServedBytes))
+		}
 	}
 }
 
@@ -163,8 +167,15 @@ func renderPools(w io.Writer, pools []PoolStatus, now time.Time) {
 		fmt.Fprintf(w, "pool %s: %d workers, %d busy, %d queued\n", p.Name, len(p.Workers), p.Active, p.Queued)
 		t := table{right: []bool{false, false, true, true, true, true, true, true, false}}
 		t.add("MIRROR", "STATE", "MiB/s", "SAMPLES", "REQUESTS", "BYTES", "FAILURES", "JOINED", "SAMPLES FROM")
-		for _, wk := range p.Workers {
+		// Mirrors first, then peers (other refractors' caches), each
+		// best first.
+		workers := slices.Clone(p.Workers)
+		slices.SortStableFunc(workers, func(a, b WorkerStatus) int { return cmpBool(a.Peer, b.Peer) })
+		for _, wk := range workers {
 			state := wk.State
+			if wk.Peer {
+				state = "peer " + state
+			}
 			if wk.Busy {
 				state += " busy"
 			}
@@ -193,6 +204,16 @@ func renderPools(w io.Writer, pools []PoolStatus, now time.Time) {
 		}
 		rt.write(w, "    ")
 	}
+}
+
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int { return int(btoi(a)) - int(btoi(b)) }
+
+func btoi(b bool) int8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // samplesFrom says where a worker's samples come from, and how old the

@@ -82,6 +82,13 @@ func TestConfigErrorsNameTheDirective(t *testing.T) {
 		{"cache /tmp/a {\nmax_age 1d\n}", "max_age"},
 		{"cache /tmp/a\ncache /tmp/b", "already"},
 		{"cache /dev/null/cache\nprovider static https://a.example/", "cache"}, // cannot be created
+		{"peers", "peers"},
+		{"peers ftp://peer.lan/arch/\nprovider static https://a.example/", "peers"},
+		{"peer_url", "peer_url"},
+		{"peer_url not-a-url\nprovider static https://a.example/", "peer_url"},
+		{"peer_url http://gw1.lan/arch/\nprovider static https://a.example/", "peer_url"}, // no cache
+		{"serve_peers maybe", "serve_peers"},
+		{"peer_load 0", "peer_load"},
 	} {
 		t.Run(strings.ReplaceAll(tc.block, "\n", ";"), func(t *testing.T) {
 			err := loadCaddyfile(":0 {\n\trefractor {\n\t\t" + strings.ReplaceAll(tc.block, "\n", "\n\t\t") + "\n\t}\n}\n")

@@ -128,12 +128,30 @@ type Handler struct {
 	// An on-disk LAN cache of the packages the pool serves (see Cache).
 	// Default: none.
 	Cache *Cache `json:"cache,omitempty"`
+	// Other refractor instances whose caches this pool may fetch files
+	// of known hash from: each URL is the peer's site and path of the same
+	// repository, as a mirror's base. With share, the instances of the
+	// group that advertise a peer_url for a block of the same name are
+	// added. Default: none.
+	Peers []string `json:"peers,omitempty"`
+	// The URL at which other instances reach this block (its site and
+	// path), advertised with this instance's cache to the share group.
+	// Without it, the cache is not advertised (static peers may still ask
+	// for it). Default: none.
+	PeerURL string `json:"peer_url,omitempty"`
+	// Whether this instance answers peers' requests from its cache; they
+	// never reach the Internet. Default: true.
+	ServePeers *bool `json:"serve_peers,omitempty"`
+	// How many peer transfers this instance serves at once; more are
+	// answered 503 (the asking pool then uses its mirrors). Default: 4.
+	PeerLoad int `json:"peer_load,omitempty"`
 	// The provider of candidate mirrors. Required.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`
 
 	pool       *pool.Pool
 	cache      *cacheStore
 	cacheDir   string
+	instanceID string
 	live       *namedPool
 	obs        *observer
 	store      *stateStore
@@ -185,10 +203,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	id, err := caddy.InstanceID()
+	if err != nil {
+		return fmt.Errorf("instance ID: %w", err)
+	}
+	h.instanceID = id.String()
 	h.pool, err = pool.New(h.poolConfig(provider, learned))
 	if err != nil {
 		return fmt.Errorf("starting pool: %w", err)
 	}
+	h.pool.SetPeers(staticPeers(h.Peers))
+	h.store.peering(h, h.peerUse())
 	h.live = &namedPool{name: h.Name, pool: h.pool}
 	registerPool(h.live)
 	if err := h.obs.events.start(ctx); err != nil {
@@ -260,6 +285,7 @@ func (h *Handler) Validate() error {
 		{"split", h.Split < 0},
 		{"sync_interval", h.SyncInterval < 0},
 		{"save_interval", h.SaveInterval < 0},
+		{"peer_load", h.PeerLoad < 0},
 	} {
 		if c.bad {
 			return fmt.Errorf("%s: must not be negative", c.name)
@@ -275,6 +301,19 @@ func (h *Handler) Validate() error {
 	for _, p := range h.ChangingPaths {
 		if _, err := pathMatch(p); err != nil {
 			return fmt.Errorf("changing_paths: bad pattern %q: %w", p, err)
+		}
+	}
+	for _, u := range h.Peers {
+		if _, err := pool.ParseMirrorURL(u); err != nil {
+			return fmt.Errorf("peers: %w", err)
+		}
+	}
+	if h.PeerURL != "" {
+		if _, err := pool.ParseMirrorURL(h.PeerURL); err != nil {
+			return fmt.Errorf("peer_url: %w", err)
+		}
+		if h.Cache == nil {
+			return errors.New("peer_url: advertises the cache, but the block has no cache")
 		}
 	}
 	return nil
@@ -299,6 +338,7 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 		SyncFile:       h.SyncFile,
 		SyncInterval:   time.Duration(h.SyncInterval),
 		SkipVerify:     h.SkipVerify,
+		InstanceID:     h.instanceID,
 		MembersKey:     h.membersKey,
 		Provider:       provider,
 		State:          state,
@@ -367,6 +407,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	rel, err := pool.CleanPath(r.URL.EscapedPath())
 	if err != nil {
 		return pathError(err)
+	}
+	if via := r.Header.Get(pool.PeerHeader); via != "" {
+		return h.servePeer(w, r, via)
 	}
 
 	handled := false

@@ -300,6 +300,12 @@ var (
 	descMirrorBytes = prometheus.NewDesc(
 		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "mirror_received_bytes_total"),
 		"Body bytes received from a mirror.", []string{"pool", "mirror"}, nil)
+	descPeers = prometheus.NewDesc(
+		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "peers"),
+		"Peers (other refractor instances' caches) in the pool; they are not counted in workers.", []string{"pool"}, nil)
+	descPeerBytes = prometheus.NewDesc(
+		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "peer_received_bytes_total"),
+		"Body bytes received from peers rather than mirrors: what the peers saved the Internet (counted since the pool met each peer present).", []string{"pool"}, nil)
 	descMirrorFailures = prometheus.NewDesc(
 		prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "mirror_failures_total"),
 		"Failures counted against a mirror.", []string{"pool", "mirror"}, nil)
@@ -311,7 +317,7 @@ type poolCollector struct{}
 // Describe sends the descriptions of the series poolCollector reports.
 func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descWorkers, descActive, descQueue, descScore, descSamples,
-		descRanked, descMirrorRequests, descMirrorBytes, descMirrorFailures} {
+		descRanked, descMirrorRequests, descMirrorBytes, descMirrorFailures, descPeers, descPeerBytes} {
 		ch <- d
 	}
 }
@@ -327,7 +333,16 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		seen[ps.Name] = true
-		ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(len(ps.Workers)), ps.Name)
+		peers, peerBytes := 0, int64(0)
+		for _, w := range ps.Workers {
+			if w.Peer {
+				peers++
+				peerBytes += w.Bytes
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(len(ps.Workers)-peers), ps.Name)
+		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(peers), ps.Name)
+		ch <- prometheus.MustNewConstMetric(descPeerBytes, prometheus.CounterValue, float64(peerBytes), ps.Name)
 		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(ps.Active), ps.Name)
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(ps.Queued), ps.Name)
 		for _, w := range ps.Workers {

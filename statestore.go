@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	neturl "net/url"
 	"path"
 	"slices"
@@ -55,6 +56,9 @@ type learnedRecord struct {
 	Process  string    `json:"process"`
 	Written  time.Time `json:"written"`
 	pool.Snapshot
+	// Peer, when set, offers this instance's cache to its share group
+	// (peers.go); Written is its heartbeat.
+	Peer *peerAdvert `json:"peer,omitempty"`
 }
 
 // Defaults and bounds of the state store.
@@ -83,9 +87,10 @@ type stateStore struct {
 	// The storage in use is that of the newest handler still using the
 	// store: a reload's new config replaces the old (which Caddy cleans
 	// up, storage module included), a failed load's goes with it.
-	mu      sync.Mutex
-	users   []storageUse      // guarded by mu, oldest first
-	storage certmagic.Storage // guarded by mu: the last user's, kept for the last save
+	mu       sync.Mutex
+	users    []storageUse      // guarded by mu, oldest first
+	storage  certmagic.Storage // guarded by mu: the last user's, kept for the last save
+	peerUses map[any]peerUse   // guarded by mu: what each handler brings to peering
 
 	state    *pool.State
 	dir      string // refractor/learned/<group>
@@ -95,9 +100,10 @@ type stateStore struct {
 	interval time.Duration
 	logger   *zap.Logger
 
-	lastSaved []byte               // the last Snapshot saved, as JSON
-	restored  string               // the own earlier record restored, deleted after the first save
-	seen      map[string]time.Time // others' records read, by key: their modification time
+	lastSaved []byte                   // the last Snapshot saved, as JSON
+	restored  string                   // the own earlier record restored, deleted after the first save
+	seen      map[string]time.Time     // others' records read, by key: their modification time
+	adverts   map[string]learnedRecord // others' records that offer peers, by key (Snapshot left out)
 
 	soon   chan struct{} // a save wanted before the next tick
 	cancel context.CancelFunc
@@ -123,9 +129,71 @@ func (s *stateStore) use(owner any, storage certmagic.Storage) {
 func (s *stateStore) drop(owner any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.peerUses, owner)
 	s.users = slices.DeleteFunc(s.users, func(u storageUse) bool { return u.owner == owner })
 	if n := len(s.users); n > 0 {
 		s.storage = s.users[n-1].storage
+	}
+}
+
+// peering records what owner brings to peering (peers.go), and asks for a
+// save and a reading soon.
+func (s *stateStore) peering(owner any, u peerUse) {
+	s.mu.Lock()
+	s.peerUses[owner] = u
+	s.mu.Unlock()
+	select {
+	case s.soon <- struct{}{}:
+	default:
+	}
+}
+
+// advert is what this process offers its share group, or nil.
+func (s *stateStore) advert() *peerAdvert {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.share {
+		return nil
+	}
+	var adv *peerAdvert
+	caches := map[*cacheStore]bool{}
+	for _, u := range s.peerUses {
+		if u.url == "" {
+			continue
+		}
+		if adv == nil {
+			adv = &peerAdvert{Pools: map[string]string{}}
+		}
+		adv.Pools[u.name] = u.url
+		adv.Load = max(adv.Load, u.load)
+		caches[u.cache] = true
+	}
+	if adv != nil {
+		var sums [][32]byte
+		for c := range caches {
+			sums = append(sums, c.Sums()...)
+		}
+		adv.Files = encodeFiles(sums)
+	}
+	return adv
+}
+
+// applyPeers gives each pool its peers: its block's, and the group's
+// instances that advertise a block of its name and are alive.
+func (s *stateStore) applyPeers(now time.Time) {
+	s.mu.Lock()
+	uses := slices.Collect(maps.Values(s.peerUses))
+	s.mu.Unlock()
+	for _, u := range uses {
+		peers := staticPeers(u.static)
+		for _, rec := range s.adverts {
+			url, ok := rec.Peer.Pools[u.name]
+			if ok && rec.Instance != s.instance && now.Sub(rec.Written) <= peerExpiry*s.interval {
+				holds, n := holdsFiles(rec.Peer.Files)
+				peers = append(peers, pool.Peer{URL: url, Holds: holds, Files: n})
+			}
+		}
+		u.pool.SetPeers(peers)
 	}
 }
 
@@ -153,10 +221,12 @@ func openStateStore(owner any, state *pool.State, storage certmagic.Storage, sto
 		s := &stateStore{
 			storage: storage, state: state, dir: groupDir(share),
 			instance: id.String(), share: share != "", interval: interval,
-			logger: logger.Named("state").With(zap.String("group", groupDir(share))),
-			seen:   map[string]time.Time{},
-			soon:   make(chan struct{}, 1),
-			done:   make(chan struct{}),
+			logger:   logger.Named("state").With(zap.String("group", groupDir(share))),
+			seen:     map[string]time.Time{},
+			adverts:  map[string]learnedRecord{},
+			peerUses: map[any]peerUse{},
+			soon:     make(chan struct{}, 1),
+			done:     make(chan struct{}),
 		}
 		s.self = path.Join(s.dir, s.instance+"."+process+".json")
 		ctx, cancel := context.WithCancel(context.Background())
@@ -228,10 +298,11 @@ func (s *stateStore) save(ctx context.Context) {
 	now := time.Now()
 	snap := s.state.Snapshot(now)
 	body, err := json.Marshal(snap)
-	if err != nil || bytes.Equal(body, s.lastSaved) || (len(snap.Mirrors) == 0 && len(snap.Pools) == 0) {
+	adv := s.advert() // with one, every save is a heartbeat
+	if err != nil || adv == nil && (bytes.Equal(body, s.lastSaved) || (len(snap.Mirrors) == 0 && len(snap.Pools) == 0)) {
 		return
 	}
-	rec, err := json.Marshal(learnedRecord{Version: learnedVersion, Instance: s.instance, Process: process, Written: now.UTC(), Snapshot: snap})
+	rec, err := json.Marshal(learnedRecord{Version: learnedVersion, Instance: s.instance, Process: process, Written: now.UTC(), Snapshot: snap, Peer: adv})
 	if err != nil {
 		return
 	}
@@ -304,6 +375,11 @@ func (s *stateStore) read(ctx context.Context, start bool) {
 		if s.share {
 			others[key] = rec
 		}
+		if rec.Peer != nil {
+			s.adverts[key] = learnedRecord{Instance: rec.Instance, Written: rec.Written, Peer: rec.Peer}
+		} else {
+			delete(s.adverts, key)
+		}
 	}
 	if own != nil {
 		s.state.Restore(own.Snapshot, now)
@@ -317,9 +393,11 @@ func (s *stateStore) read(ctx context.Context, start bool) {
 	for key := range s.seen {
 		if !present[key] {
 			delete(s.seen, key)
+			delete(s.adverts, key)
 			s.state.Unshare(key)
 		}
 	}
+	s.applyPeers(now)
 }
 
 // load reads and decodes one record, deleting it if it expired.
@@ -352,6 +430,7 @@ func (s *stateStore) expire(ctx context.Context, key string) {
 	}
 	s.state.Unshare(key)
 	delete(s.seen, key)
+	delete(s.adverts, key)
 }
 
 // op runs one storage operation with its own deadline, and logs and

@@ -189,9 +189,10 @@ func (s *Store) SetLimits(maxSize, minFree int64) {
 	s.evictLocked(0)
 }
 
-// Get opens the complete file of hash sum, which must be size bytes long,
-// and counts it as used. A file of another size (damaged on disk) is
-// removed and Get reports a miss.
+// Get opens the complete file of hash sum, which must be size bytes long
+// (any, if size is negative: the size it was stored with), and counts it
+// as used. A file of another size (damaged on disk) is removed and Get
+// reports a miss.
 func (s *Store) Get(sum Sum, size int64) (*os.File, fs.FileInfo, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -205,6 +206,9 @@ func (s *Store) Get(sum Sum, size int64) (*os.File, fs.FileInfo, bool) {
 		s.dropLocked(it)
 		return nil, nil, false
 	}
+	if size < 0 {
+		size = it.size
+	}
 	info, err := f.Stat()
 	if err != nil || info.Size() != size {
 		f.Close()
@@ -216,6 +220,17 @@ func (s *Store) Get(sum Sum, size int64) (*os.File, fs.FileInfo, bool) {
 	now := time.Now()
 	_ = os.Chtimes(p, now, info.ModTime()) // the use, for the order after a restart
 	return f, info, true
+}
+
+// Sums returns the hashes of the complete files, in no order.
+func (s *Store) Sums() []Sum {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Sum, 0, len(s.files))
+	for sum := range s.files {
+		out = append(out, sum)
+	}
+	return out
 }
 
 // Has reports whether the complete file of hash sum is in the store.

@@ -62,6 +62,9 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 		return result{err: fmt.Errorf("building request: %w", err)}
 	}
 	t.setRequestHeaders(req)
+	if w.peer != nil {
+		t.setPeerHeaders(req)
+	}
 
 	began := time.Now()
 	resp, err := p.client.Do(req)
@@ -72,8 +75,11 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 	wait := time.Since(began)
 
 	if isNotFound(resp.StatusCode) && !t.committed {
-		// Not a failure yet: only stale if another mirror has it.
-		t.notFound = append(t.notFound, w.key)
+		// Not a failure yet: only stale if another mirror has it. (A
+		// peer's says nothing of the mirrors.)
+		if w.peer == nil {
+			t.notFound = append(t.notFound, w.key)
+		}
 		return result{err: &notFoundError{&statusError{resp.Status}}}
 	}
 	if !t.committed {
@@ -423,7 +429,7 @@ func parseContentRange(v string) (first, last, size int64, err error) {
 func (t *transfer) stream(w *worker, body *meter) result {
 	var mv *movable
 	if t.resumable() {
-		mv = t.p.addMovable(t.tried)
+		mv = t.p.addMovable(want{exclude: t.tried, sum: t.want().sum})
 		defer t.p.removeMovable(mv)
 	}
 	// cur is the block being filled; a new one is taken only once the

@@ -106,6 +106,10 @@ type Config struct {
 	// mirrors.
 	ChangingPaths []string
 
+	// InstanceID identifies this refractor instance to its peers
+	// (PeerHeader).
+	InstanceID string
+
 	// SkipVerify turns off checking files against the repository's
 	// indexes (verify.go); the pool then passes on whatever bytes a mirror
 	// sends with a plausible answer.

@@ -257,7 +257,8 @@ func (p *Pool) giveToWaiter(sts []standing, i int) bool {
 	return true
 }
 
-// standings is a snapshot of every worker's standing, in order of joining.
+// standings is a snapshot of every worker's standing, the peers' first,
+// then the mirrors' in order of joining.
 // It lives in the pool's scratch space (a pool may have hundreds of
 // workers, and the dispatcher takes a snapshot at every hand-off): it is
 // valid until p.mu is unlocked or standings is called again. p.mu must be
@@ -266,6 +267,13 @@ func (p *Pool) standings() []standing {
 	p.state.mu.Lock()
 	defer p.state.mu.Unlock()
 	p.scratch = p.scratch[:0]
+	for _, w := range p.peers { // first: a peer on trial takes a tie (it spares the Internet)
+		score, samples := w.stats.trialScore(p.cfg.TrialSamples)
+		p.scratch = append(p.scratch, standing{
+			w: w, key: w.key, score: score, samples: samples,
+			load: w.load, served: w.served, overtaken: w.overtaken, peer: true, holds: w.peer.holds,
+		})
+	}
 	for _, w := range p.workers {
 		score, samples := w.stats.trialScore(p.cfg.TrialSamples)
 		p.scratch = append(p.scratch, standing{

@@ -26,16 +26,16 @@ const (
 // a single mirror, or a split one with room for more fetchers. Its fields
 // are guarded by Pool.mu.
 type movable struct {
-	exclude   map[string]bool // mirrors that may not help; not changed while it streams
-	rate      float64         // bytes per second lately; 0 until measured, or if the client is the bottleneck
-	remaining int64           // bytes left to send
-	offer     chan standing   // buffered: a worker the pool reserved for it
-	split     *splitter       // set for a split transfer, which takes offers itself
+	want      want          // who may help: its exclude is not changed while it streams
+	rate      float64       // bytes per second lately; 0 until measured, or if the client is the bottleneck
+	remaining int64         // bytes left to send
+	offer     chan standing // buffered: a worker the pool reserved for it
+	split     *splitter     // set for a split transfer, which takes offers itself
 }
 
 // addMovable registers a transfer that may be moved.
-func (p *Pool) addMovable(exclude map[string]bool) *movable {
-	mv := &movable{exclude: exclude, offer: make(chan standing, 1)}
+func (p *Pool) addMovable(wt want) *movable {
+	mv := &movable{want: wt, offer: make(chan standing, 1)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.movables == nil {
@@ -101,7 +101,7 @@ func (p *Pool) measured(mv *movable, rate float64, remaining int64) []standing {
 		return nil // already offered a worker, or the client is slow
 	}
 	sts := p.spare()
-	helpers := idleHelpers(sts, mv.exclude, p.cfg.Split, rate/helperShare, p.cfg.TrialSamples)
+	helpers := idleHelpers(sts, mv.want, p.cfg.Split, rate/helperShare, p.cfg.TrialSamples)
 	scores := make([]float64, len(helpers))
 	for i, h := range helpers {
 		scores[i] = h.score
@@ -114,7 +114,7 @@ func (p *Pool) measured(mv *movable, rate float64, remaining int64) []standing {
 	}
 	// Or workers on trial, to explore.
 	if remaining >= exploreMinRemaining && p.cfg.Split > 1 {
-		if explorers := idleExplorers(sts, mv.exclude, p.cfg.Workers, p.cfg.TrialSamples); len(explorers) > 0 {
+		if explorers := idleExplorers(sts, mv.want, p.cfg.Workers, p.cfg.TrialSamples); len(explorers) > 0 {
 			return p.reserve(mv, explorers)
 		}
 	}
@@ -168,7 +168,7 @@ func (p *Pool) offerFaster(w *worker) bool {
 	var best *movable
 	var bestSaving float64
 	for mv := range p.movables {
-		if mv.exclude[w.key] {
+		if !mv.want.allows(me, time.Time{}) {
 			continue
 		}
 		var saving float64

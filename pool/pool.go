@@ -60,6 +60,7 @@ type Pool struct {
 	idleOnce  bool       // idle was closed
 	active    int        // transfers under way (Serve calls)
 	workers   []*worker  // in order of joining
+	peers     []*worker  // other refractors' caches (peers.go), apart: they are not mirrors
 	waiters   []*waiter  // committed work first, then new requests, each FIFO
 	rotations []Rotation
 	provider  ProviderStatus
@@ -93,6 +94,8 @@ type worker struct {
 	// half the pace of a faster fetcher, which took its chunk over; that
 	// ends its trial. Guarded by Pool.mu.
 	overtaken bool
+	// peer is set for a peer's worker (peers.go).
+	peer *peerInfo
 }
 
 func (w *worker) idle() bool { return w.load < workerCapacity }
@@ -214,7 +217,7 @@ func (p *Pool) checkIdle() {
 	if !p.closing || p.idleOnce || p.active > 0 || len(p.waiters) > 0 {
 		return
 	}
-	for _, w := range p.workers {
+	for _, w := range slices.Concat(p.workers, p.peers) {
 		if w.load > 0 {
 			return
 		}
@@ -240,11 +243,15 @@ func (p *Pool) end() {
 // remove takes w out of the pool, puts its mirror in cool-down and asks for
 // a replacement. p.mu must be held.
 func (p *Pool) remove(w *worker, reason string) {
-	i := slices.Index(p.workers, w)
+	list := &p.workers
+	if w.peer != nil {
+		list = &p.peers
+	}
+	i := slices.Index(*list, w)
 	if i < 0 {
 		return
 	}
-	p.workers = slices.Delete(p.workers, i, i+1)
+	*list = slices.Delete(*list, i, i+1)
 	now := time.Now()
 	p.state.mu.Lock()
 	score := w.stats.score()
@@ -285,16 +292,19 @@ func (p *Pool) signal() {
 
 // WorkerStatus describes one worker of the pool.
 type WorkerStatus struct {
-	Mirror   string    `json:"mirror"`
-	Score    float64   `json:"score"` // bytes per second
-	Samples  int       `json:"samples"`
-	Ranked   bool      `json:"ranked"`
-	Busy     bool      `json:"busy"`
-	Requests int64     `json:"requests"`
-	Bytes    int64     `json:"bytes"`
-	Failures int64     `json:"failures"`
-	Joined   time.Time `json:"joined"`
-	LastSync time.Time `json:"last_sync,omitzero"`
+	Mirror string `json:"mirror"`
+	Peer   bool   `json:"peer,omitempty"` // another refractor's cache, not a mirror
+	// PeerFiles is how many files a peer advertises (0: it does not say).
+	PeerFiles int       `json:"peer_files,omitempty"`
+	Score     float64   `json:"score"` // bytes per second
+	Samples   int       `json:"samples"`
+	Ranked    bool      `json:"ranked"`
+	Busy      bool      `json:"busy"`
+	Requests  int64     `json:"requests"`
+	Bytes     int64     `json:"bytes"`
+	Failures  int64     `json:"failures"`
+	Joined    time.Time `json:"joined"`
+	LastSync  time.Time `json:"last_sync,omitzero"`
 	// From says where the samples of its score come from: "local" (this
 	// process measured them), "restored" (an earlier process did, read
 	// back from storage) and "shared" (other instances of its share
@@ -317,6 +327,14 @@ type Status struct {
 	Provider  ProviderStatus `json:"provider"`
 }
 
+// peerFiles is how many files w's peer advertises, 0 for a mirror.
+func peerFiles(w *worker) int {
+	if w.peer == nil {
+		return 0
+	}
+	return w.peer.files
+}
+
 // Status returns a snapshot of the pool, best workers first.
 func (p *Pool) Status() Status {
 	p.mu.Lock()
@@ -330,20 +348,22 @@ func (p *Pool) Status() Status {
 		Workers:   make([]WorkerStatus, 0, len(p.workers)),
 	}
 	now := time.Now()
-	for _, w := range p.workers {
+	for _, w := range slices.Concat(p.workers, p.peers) {
 		bytes, secs, known := w.stats.totals(now)
 		st.Workers = append(st.Workers, WorkerStatus{
-			Mirror:   w.key,
-			Score:    rate(bytes, secs),
-			Samples:  known,
-			Ranked:   known >= p.cfg.TrialSamples,
-			From:     w.stats.sources(now),
-			Busy:     w.load > 0,
-			Requests: w.stats.requests,
-			Bytes:    w.stats.bytes,
-			Failures: w.stats.failures,
-			Joined:   w.joined,
-			LastSync: w.lastSync,
+			Peer:      w.peer != nil,
+			PeerFiles: peerFiles(w),
+			Mirror:    w.key,
+			Score:     rate(bytes, secs),
+			Samples:   known,
+			Ranked:    known >= p.cfg.TrialSamples,
+			From:      w.stats.sources(now),
+			Busy:      w.load > 0,
+			Requests:  w.stats.requests,
+			Bytes:     w.stats.bytes,
+			Failures:  w.stats.failures,
+			Joined:    w.joined,
+			LastSync:  w.lastSync,
 		})
 	}
 	slices.SortStableFunc(st.Workers, func(a, b WorkerStatus) int { return compareDesc(a.Score, b.Score) })

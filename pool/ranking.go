@@ -20,6 +20,10 @@ type standing struct {
 	lastSync  time.Time
 	probation int
 	overtaken bool // its trial ended with a faster mirror taking its chunk over
+	// peer: another refractor's cache (peers.go). It serves only files of
+	// known hash it may hold, and no rule about mirrors counts it.
+	peer  bool
+	holds func([32]byte) bool // a peer's advertised files; nil: any
 }
 
 // trialRequests: a worker's trial ends after trial×trialRequests transfers,
@@ -40,6 +44,7 @@ type want struct {
 	prefer    string          // take this mirror when it is free (a parked transfer's own)
 	committed bool            // its response is committed: it goes first, bounded by the stall timeout
 	large     bool            // a file its index says is large: workers on trial explore it (move.go)
+	sum       *[32]byte       // the file's SHA-256, when known: peers may serve it
 }
 
 // newestSync is the latest known sync time among the mirrors not in
@@ -71,6 +76,9 @@ func isFresh(t, newest time.Time) bool {
 // allows reports whether the worker of s may serve a request that wants wt.
 // newest is newestSync of the snapshot for wt.exclude.
 func (wt want) allows(s standing, newest time.Time) bool {
+	if s.peer {
+		return !wt.exclude[s.key] && wt.sum != nil && (s.holds == nil || s.holds(*wt.sum))
+	}
 	return !wt.exclude[s.key] && (!wt.fresh || isFresh(s.lastSync, newest))
 }
 
@@ -129,7 +137,8 @@ type resignRule struct {
 // bottom resign whose score is below good resigns.
 func shouldResign(sts []standing, i int, r resignRule) bool {
 	s := sts[i]
-	if len(sts) < r.workers || !s.ranked(r.trial) || s.probation > 0 || s.score >= r.good {
+	sts = mirrorsOf(sts)
+	if s.peer || len(sts) < r.workers || !s.ranked(r.trial) || s.probation > 0 || s.score >= r.good {
 		return false
 	}
 	// Workers still on trial cannot resign, but what they have shown so
@@ -152,15 +161,15 @@ func shouldResign(sts []standing, i int, r resignRule) bool {
 	return below < r.resign
 }
 
-// idleHelpers lists, best first, up to n idle ranked workers not in
-// exclude and at least minScore fast.
-func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float64, trial int) []standing {
+// idleHelpers lists, best first, up to n idle ranked workers that wt
+// allows, at least minScore fast.
+func idleHelpers(sts []standing, wt want, n int, minScore float64, trial int) []standing {
 	if n <= 0 {
 		return nil
 	}
 	var out []standing
 	for _, s := range sts {
-		if s.idle() && !exclude[s.key] && s.ranked(trial) && s.score >= minScore {
+		if s.idle() && wt.allows(s, time.Time{}) && s.ranked(trial) && s.score >= minScore {
 			out = append(out, s)
 		}
 	}
@@ -168,13 +177,13 @@ func idleHelpers(sts []standing, exclude map[string]bool, n int, minScore float6
 	return out[:min(n, len(out))]
 }
 
-// idleExplorers lists up to n idle workers still on trial, not in
-// exclude, in order of joining (the provider's order, or what is known of
+// idleExplorers lists up to n idle workers still on trial that wt
+// allows, in order of joining (the provider's order, or what is known of
 // them).
-func idleExplorers(sts []standing, exclude map[string]bool, n, trial int) []standing {
+func idleExplorers(sts []standing, wt want, n, trial int) []standing {
 	var out []standing
 	for _, s := range sts {
-		if len(out) < n && s.idle() && !exclude[s.key] && !s.ranked(trial) {
+		if len(out) < n && s.idle() && wt.allows(s, time.Time{}) && !s.ranked(trial) {
 			out = append(out, s)
 		}
 	}
@@ -202,7 +211,7 @@ func freshestOther(sts []standing, asked map[string]bool) *worker {
 // their load, ranked ones first, best first.
 func bestOthers(sts []standing, key string, n, trial int) []*worker {
 	var others []standing
-	for _, s := range sts {
+	for _, s := range mirrorsOf(sts) {
 		if s.key != key {
 			others = append(others, s)
 		}
@@ -225,6 +234,17 @@ func btof(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// mirrorsOf is sts without the peers: the rules that judge mirrors
+// against each other (resigning, trickles, peek deadlines, witnesses) do
+// not count a LAN peer's speed.
+func mirrorsOf(sts []standing) []standing {
+	isPeer := func(s standing) bool { return s.peer }
+	if !slices.ContainsFunc(sts, isPeer) {
+		return sts
+	}
+	return slices.DeleteFunc(slices.Clone(sts), isPeer)
 }
 
 // find is the index of w's standing in sts, or -1.
@@ -250,7 +270,7 @@ const trickleDivisor = 20
 // fewer than three mirrors are ranked.
 func trickleRate(sts []standing, trial int) float64 {
 	var scores []float64
-	for _, s := range sts {
+	for _, s := range mirrorsOf(sts) {
 		if s.ranked(trial) {
 			scores = append(scores, s.score)
 		}
@@ -271,7 +291,7 @@ const peekSlack = 3
 // need more, so that a pool whose mirrors are all slow keeps them.
 func peekDeadline(sts []standing, trial int, n int64, floor time.Duration) time.Duration {
 	best := 0.0
-	for _, s := range sts {
+	for _, s := range mirrorsOf(sts) {
 		if s.ranked(trial) {
 			best = max(best, s.score)
 		}
@@ -285,7 +305,7 @@ func peekDeadline(sts []standing, trial int, n int64, floor time.Duration) time.
 // fasterThan reports whether a worker other than the mirror key's has
 // shown (in at least one sample) that it is much faster than rate.
 func fasterThan(sts []standing, key string, rate float64) bool {
-	for _, s := range sts {
+	for _, s := range mirrorsOf(sts) {
 		if s.key != key && s.samples > 0 && s.score > upgradeFactor*rate {
 			return true
 		}

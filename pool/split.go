@@ -139,7 +139,7 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	}
 	s.mu.Unlock()
 	// Workers that free up while it runs are offered to it.
-	mv := t.p.addMovable(nil) // savingWith checks who may help
+	mv := t.p.addMovable(want{sum: t.want().sum}) // savingWith checks the rest
 	t.p.mu.Lock()
 	mv.split = s
 	t.p.mu.Unlock()
@@ -342,6 +342,7 @@ func (s *splitter) recruit() {
 	p := s.t.p
 	s.mu.Lock()
 	room, minScore, exclude := p.cfg.Split-s.ranked(), s.best/helperShare, maps.Clone(s.failed)
+	wt := want{exclude: exclude, sum: s.t.want().sum}
 	left := s.end - s.next
 	for w := range s.fetchers {
 		exclude[w.key] = true
@@ -355,9 +356,9 @@ func (s *splitter) recruit() {
 	}
 	p.mu.Lock()
 	sts := p.spare()
-	helpers := idleHelpers(sts, exclude, room, minScore, p.cfg.TrialSamples)
+	helpers := idleHelpers(sts, wt, room, minScore, p.cfg.TrialSamples)
 	if left >= exploreMinRemaining {
-		helpers = append(helpers, idleExplorers(sts, exclude, p.cfg.Workers, p.cfg.TrialSamples)...)
+		helpers = append(helpers, idleExplorers(sts, wt, p.cfg.Workers, p.cfg.TrialSamples)...)
 	}
 	for _, h := range helpers {
 		p.claim(h.w)

@@ -136,6 +136,10 @@ func (t *transfer) run() error {
 		// download than none.
 		lastChance := t.nfailed >= p.cfg.Retries || p.untriedLeft(t.tried) == 0
 		res := t.attempt(w, lastChance)
+		peerDeclined := declined(w, res.err)
+		if peerDeclined {
+			res.o = outcome{} // no failure of the peer's
+		}
 		lied := errors.Is(res.err, errLied)
 		if lied { // before the release, which then evicts the liar
 			if t.committed {
@@ -171,6 +175,11 @@ func (t *transfer) run() error {
 		}
 		err = res.err
 		switch {
+		case peerDeclined && t.r.Context().Err() == nil:
+			// A peer without the file, or busy: nor a failure, nor a
+			// retry; the mirrors serve it.
+			t.attempts--
+			continue
 		case lied && t.committed:
 			t.failures = append(t.failures, err.Error())
 			return t.abort()
@@ -226,8 +235,12 @@ func (t *transfer) fetchedAll() bool { return t.committed && t.last >= 0 && t.ne
 
 // want is what the next worker of the transfer must be.
 func (t *transfer) want() want {
-	return want{exclude: t.tried, fresh: t.changing || t.freshOnly, prefer: t.prefer, committed: t.committed,
+	wt := want{exclude: t.tried, fresh: t.changing || t.freshOnly, prefer: t.prefer, committed: t.committed,
 		large: t.known && t.expect.size >= exploreMinRemaining}
+	if t.known && !t.changing {
+		wt.sum = &t.expect.sum
+	}
+	return wt
 }
 
 // waitClient waits, holding no worker, until the client has taken every

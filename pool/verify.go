@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"net/http"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -320,7 +321,7 @@ func (p *Pool) lied(rel string, keys []string, err error) {
 // leaves when it is released (leaveReason). A liar that has left already
 // (it resigned) stays out for a liar's cool-down. p.mu must be held.
 func (p *Pool) evictLiar(key string) {
-	for _, w := range p.workers {
+	for _, w := range slices.Concat(p.workers, p.peers) {
 		if w.key == key {
 			if w.load == 0 && !p.closing {
 				p.remove(w, ReasonLied)
