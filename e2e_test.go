@@ -393,6 +393,12 @@ func buildPacmanRepo(t *testing.T, dir string, pkgs []pacmanPackage) (db []byte,
 // by name (root, db, cache, gnupg, hooks).
 func pacmanClient(t *testing.T, tmp string) (conf string, dirs map[string]string) {
 	t.Helper()
+	return pacmanClientOf(t, tmp, fmt.Sprintf("127.0.0.1:%d", httpPort))
+}
+
+// pacmanClientOf is pacmanClient for the refractor at host (host:port).
+func pacmanClientOf(t *testing.T, tmp, host string) (conf string, dirs map[string]string) {
+	t.Helper()
 	dirs = map[string]string{}
 	for _, d := range []string{"root", "db", "cache", "gnupg", "hooks"} {
 		dirs[d] = filepath.Join(tmp, "pacman", d)
@@ -414,9 +420,9 @@ LocalFileSigLevel = Never
 ParallelDownloads = 5
 
 [core]
-Server = http://127.0.0.1:%d/archlinux/$repo/os/$arch
+Server = http://%s/archlinux/$repo/os/$arch
 `, dirs["root"], dirs["db"], dirs["cache"], filepath.Join(tmp, "pacman", "pacman.log"),
-		dirs["gnupg"], dirs["hooks"], httpPort))
+		dirs["gnupg"], dirs["hooks"], host))
 	return conf, dirs
 }
 
@@ -542,10 +548,11 @@ func TestPacmanThroughRefractor(t *testing.T) {
 	waitForSyncTimes(t, len(mirrors))
 
 	// machine runs pacman -Syw for the fresh packages with its own
-	// directories under tmp/name, and checks what it downloaded.
-	machine := func(name string) {
+	// directories under tmp/name, against the refractor at host, and
+	// checks what it downloaded.
+	machine := func(name, host string) {
 		t.Helper()
-		conf, dirs := pacmanClient(t, filepath.Join(tmp, name))
+		conf, dirs := pacmanClientOf(t, filepath.Join(tmp, name), host)
 		args := append(asRoot, "pacman", "--config", conf, "--noconfirm", "--noprogressbar", "-Syw")
 		for _, p := range fresh {
 			args = append(args, p.name)
@@ -586,13 +593,43 @@ func TestPacmanThroughRefractor(t *testing.T) {
 	}
 	isPkg := func(p string) bool { return strings.HasSuffix(p, ".pkg.tar.zst") }
 
-	machine("first")
+	here := fmt.Sprintf("127.0.0.1:%d", httpPort)
+	machine("first", here)
 	logMirrors(t, mirrors)
 	pkgRequests := countRequests(mirrors, isPkg)
-	machine("second")
+	machine("second", here)
 	if n := countRequests(mirrors, isPkg) - pkgRequests; n != 0 {
 		logMirrors(t, mirrors)
 		t.Errorf("the second machine's pacman caused %d package requests to mirrors, want none (the cache has them)", n)
+	}
+
+	// A second instance (another Caddy process, with a cache of its own)
+	// that has this one as a peer: its machine's packages come from this
+	// instance's cache, none from a mirror.
+	other := startCaddyProcess(t, t.TempDir(), fmt.Sprintf(`workers %d
+			cache %s {
+				min_free 1MiB
+			}
+			peers http://%s/archlinux/
+			provider mirrorlist %s`, len(mirrors), filepath.Join(tmp, "other-cache"), here, mirrorlistFile))
+	waitFor(t, "the other instance to read the mirrors' sync times", func() bool {
+		known := 0
+		for _, ps := range other.pools(t) {
+			for _, w := range ps.Workers {
+				if !w.LastSync.IsZero() {
+					known++
+				}
+			}
+		}
+		return known == len(mirrors)
+	})
+	machine("third", other.http)
+	if n := countRequests(mirrors, isPkg) - pkgRequests; n != 0 {
+		logMirrors(t, mirrors)
+		t.Errorf("the other instance's machine caused %d package requests to mirrors, want none (its peer has them)", n)
+	}
+	if got := peerBytesFrom(t, other, "http://"+here+"/archlinux/"); got == 0 {
+		t.Error("the other instance received nothing from its peer")
 	}
 	for _, r := range staleMirror.Requests() {
 		if isDB(r.Path) && r.Status/100 == 2 {

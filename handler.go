@@ -143,7 +143,8 @@ type Handler struct {
 	// never reach the Internet. Default: true.
 	ServePeers *bool `json:"serve_peers,omitempty"`
 	// How many peer transfers this instance serves at once; more are
-	// answered 503 (the asking pool then uses its mirrors). Default: 4.
+	// answered 503 (the asking pool then uses its mirrors). Advertised to
+	// the share group: a peer's pool sends it that many at once. Default: 8.
 	PeerLoad int `json:"peer_load,omitempty"`
 	// The provider of candidate mirrors. Required.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=http.handlers.refractor.providers inline_key=source"`

@@ -28,7 +28,7 @@ import (
 // so requests cannot go round, and never one that carries its own ID.
 
 // defaultPeerLoad is PeerLoad's default.
-const defaultPeerLoad = 4
+const defaultPeerLoad = pool.DefaultPeerLoad
 
 // peerExpiry: a peer whose record has not been written for this many
 // save intervals is gone.

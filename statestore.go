@@ -190,7 +190,7 @@ func (s *stateStore) applyPeers(now time.Time) {
 			url, ok := rec.Peer.Pools[u.name]
 			if ok && rec.Instance != s.instance && now.Sub(rec.Written) <= peerExpiry*s.interval {
 				holds, n := holdsFiles(rec.Peer.Files)
-				peers = append(peers, pool.Peer{URL: url, Holds: holds, Files: n})
+				peers = append(peers, pool.Peer{URL: url, Holds: holds, Files: n, Load: rec.Peer.Load})
 			}
 		}
 		u.pool.SetPeers(peers)

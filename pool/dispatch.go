@@ -15,9 +15,9 @@ import (
 // work first, then new requests, each in arrival order), to the transfer it
 // would speed up most, or back to idle.
 
-// workerCapacity is how many transfers a worker carries at once. The
-// dispatcher counts a worker's load rather than assuming one transfer per
-// worker.
+// workerCapacity is how many transfers a mirror's worker carries at once
+// (a peer's carries the load the peer accepts: peers.go). The dispatcher
+// counts a worker's load rather than assuming one transfer per worker.
 const workerCapacity = 1
 
 // emptyWait bounds how long a request waits in a pool that has no worker

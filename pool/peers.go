@@ -45,12 +45,21 @@ type Peer struct {
 	// Files is how many files the peer advertises (for the status view);
 	// 0 if it does not say.
 	Files int
+	// Load is how many transfers the peer accepts at once (its worker
+	// carries that many); 0 means DefaultPeerLoad.
+	Load int
 }
+
+// DefaultPeerLoad is how many transfers a peer accepts at once unless it
+// says otherwise: enough for a client's parallel downloads (pacman's
+// ParallelDownloads is often 5).
+const DefaultPeerLoad = 8
 
 // peerInfo is what a peer's worker knows of the peer.
 type peerInfo struct {
 	holds func([32]byte) bool
 	files int
+	load  int
 }
 
 // SetPeers makes peers the pool's peers: new ones join (unless cooling
@@ -77,7 +86,7 @@ func (p *Pool) SetPeers(peers []Peer) {
 		case !ok && w.load == 0:
 			p.dropPeer(w)
 		case ok:
-			w.peer.holds, w.peer.files = pr.Holds, pr.Files
+			w.peer.holds, w.peer.files, w.peer.load = pr.Holds, pr.Files, cmpOr(pr.Load, DefaultPeerLoad)
 			delete(want, w.key)
 		}
 	}
@@ -95,7 +104,7 @@ func (p *Pool) SetPeers(peers []Peer) {
 			continue
 		}
 		p.guard.allow(u) // peers are LAN addresses by nature
-		w := &worker{mirror: u, key: key, stats: stats, joined: now, peer: &peerInfo{holds: pr.Holds, files: pr.Files}}
+		w := &worker{mirror: u, key: key, stats: stats, joined: now, peer: &peerInfo{holds: pr.Holds, files: pr.Files, load: cmpOr(pr.Load, DefaultPeerLoad)}}
 		p.peers = append(p.peers, w)
 		p.log.Info("peer joined the pool", zap.String("peer", key))
 		p.handOver(w)
@@ -129,4 +138,13 @@ func declined(w *worker, err error) bool {
 		return false
 	}
 	return strings.HasPrefix(se.status, "404") || strings.HasPrefix(se.status, "410") || strings.HasPrefix(se.status, "503")
+}
+
+// cmpOr is v, or def if v is zero.
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
 }

@@ -98,7 +98,15 @@ type worker struct {
 	peer *peerInfo
 }
 
-func (w *worker) idle() bool { return w.load < workerCapacity }
+func (w *worker) idle() bool { return w.load < w.capacity() }
+
+// capacity is how many transfers w carries at once.
+func (w *worker) capacity() int {
+	if w.peer != nil {
+		return w.peer.load
+	}
+	return workerCapacity
+}
 
 // Rotation records a mirror leaving the pool.
 type Rotation struct {

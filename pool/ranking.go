@@ -35,7 +35,7 @@ const trialRequests = 4
 func (s standing) ranked(trial int) bool {
 	return s.samples >= trial || s.served >= trial*trialRequests || s.overtaken
 }
-func (s standing) idle() bool { return s.load < workerCapacity }
+func (s standing) idle() bool { return s.load < s.w.capacity() }
 
 // want says which workers may serve a request.
 type want struct {
@@ -95,13 +95,17 @@ func knownFresh(sts []standing, key string) bool {
 // unless the request has already failed somewhere, its response is
 // committed (it has lost time enough, or its client is waiting), it is
 // for an index (every client waits for those, and packages and explored
-// ranges give trials enough) or for a large file (its explorers will
-// try the workers on trial with its ranges); else the best ranked.
+// ranges give trials enough), for a large file (its explorers will try
+// the workers on trial with its ranges), or a ranked peer may serve it (a
+// file a peer holds is not the Internet's to carry for a mirror's trial);
+// else the best ranked.
 func pick(sts []standing, wt want, trial int) *worker {
 	var newest time.Time
 	if wt.fresh {
 		newest = newestSync(sts, wt.exclude)
 	}
+	trials := len(wt.exclude) == 0 && !wt.committed && !wt.fresh && !wt.large &&
+		!slices.ContainsFunc(sts, func(s standing) bool { return s.peer && s.idle() && s.ranked(trial) && wt.allows(s, newest) })
 	var best *worker
 	var bestScore float64
 	for _, s := range sts {
@@ -112,7 +116,7 @@ func pick(sts []standing, wt want, trial int) *worker {
 			return s.w
 		}
 		score := s.score
-		if !s.ranked(trial) && len(wt.exclude) == 0 && !wt.committed && !wt.fresh && !wt.large {
+		if !s.ranked(trial) && (trials || s.peer) {
 			score = inf
 		}
 		if best == nil || score > bestScore {
