@@ -10,28 +10,31 @@ import (
 )
 
 // Indexes are never cached (a cache must not make a client's view of its
-// repository older), but with a cache, concurrent plain GETs of one index
-// share one upstream transfer: the first request is served by the pool as
-// usual while its body is kept in memory, and the requests that came
-// meanwhile get that same answer when it is complete. Every machine of a
-// LAN asks for the same databases at once after the same timer fires.
+// repository older), nor are packages whose hash is not known yet (a cold
+// pool still corroborating its indexes), but with a cache, concurrent
+// plain GETs of one such file share one upstream transfer: the first
+// request is served by the pool as usual while its body is kept in memory,
+// and the requests that came meanwhile get that same answer when it is
+// complete. Every machine of a LAN asks for the same databases at once
+// after the same timer fires, and then for the same packages.
 
 const (
-	// coalesceMax bounds the body one flight keeps; a larger index is
+	// coalesceMax bounds the body one flight keeps; a larger file is
 	// served to each request on its own.
 	coalesceMax = 64 << 20
 	// coalesceBudget bounds the bodies all flights keep at once.
 	coalesceBudget = 256 << 20
 )
 
-// flights are the index transfers under way, by pool and path.
+// flights are the transfers under way that others may share, by pool and
+// path.
 var flights struct {
 	sync.Mutex
 	m    map[string]*flight
 	used atomic.Int64 // bytes the flights' bodies hold
 }
 
-// flight is one upstream transfer of an index that later requests follow.
+// flight is one upstream transfer that later requests follow.
 type flight struct {
 	done   chan struct{} // closed when the leader's response is complete or failed
 	status int
@@ -40,7 +43,7 @@ type flight struct {
 	ok     bool // the body is the whole of a 200 response
 }
 
-// coalescible reports whether r is a request that may share its index's
+// coalescible reports whether r is a request that may share another's
 // upstream transfer: a plain, unconditional GET.
 func coalescible(r *http.Request) bool {
 	if r.Method != http.MethodGet {
@@ -54,7 +57,7 @@ func coalescible(r *http.Request) bool {
 	return true
 }
 
-// serveCoalesced serves r for the index at rel: as the leader of a new
+// serveCoalesced serves r for the file at rel: as the leader of a new
 // flight (through the pool, keeping the body), or from the flight under
 // way. It returns handled false for a follower whose flight failed (the
 // pool serves it on its own).
@@ -102,7 +105,7 @@ func (h *Handler) serveCoalesced(w http.ResponseWriter, r *http.Request, rel str
 		// The followers have what they need once they woke up; the
 		// budget is given back now, the memory when the last one is done.
 		flights.used.Add(-int64(tw.charged))
-		if ce := h.logger.Check(zap.DebugLevel, "index flight done"); ce != nil {
+		if ce := h.logger.Check(zap.DebugLevel, "shared transfer done"); ce != nil {
 			ce.Write(zap.String("path", rel), zap.Bool("shared", f.ok), zap.Int("bytes", len(tw.body)))
 		}
 	}()

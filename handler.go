@@ -416,7 +416,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	handled := false
 	if h.cache != nil {
 		handled, err = h.serveCached(w, r, rel)
-		if !handled && coalescible(r) && h.pool.IsIndex(rel) {
+		if !handled && coalescible(r) { // a file the cache does not keep
 			handled, err = h.serveCoalesced(w, r, rel)
 		}
 	}

@@ -57,10 +57,6 @@ func (p *Pool) isChanging(rel string) bool {
 	return false
 }
 
-// IsIndex reports whether rel names a file that changes in place, or an
-// index the pool learns packages' hashes from.
-func (p *Pool) IsIndex(rel string) bool { return p.isChanging(rel) || p.catalog.isIndex(rel) }
-
 // transfer is one client request on its way through the pool. It is used
 // by the goroutine serving the request, and by a split's fetchers under
 // the splitter's lock where split.go says so.
