@@ -62,9 +62,7 @@ func (t *transfer) attempt(w *worker, lastChance bool) result {
 		return result{err: fmt.Errorf("building request: %w", err)}
 	}
 	t.setRequestHeaders(req)
-	if w.peer != nil {
-		t.setPeerHeaders(req)
-	}
+	t.setPeerHeaders(req, w)
 
 	began := time.Now()
 	resp, err := p.client.Do(req)

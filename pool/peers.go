@@ -19,8 +19,8 @@ import (
 // like a mirror's (a liar is evicted). It does not count as one of the
 // pool's workers, never resigns, and no rule that judges mirrors against
 // each other counts its LAN speed (mirrorsOf). A peer that lacks the file
-// (404) or is busy (503) has declined: that is no failure and uses up no
-// retry. The pool asks the peer with PeerHeader (this instance's ID) and
+// (404) or is busy (503), or refuses peers (403, 508), has declined: that
+// is no failure and uses up no retry, in a split as in a first attempt. The pool asks the peer with PeerHeader (this instance's ID) and
 // PeerSumHeader (the file's hash); the peer answers from its cache only.
 
 const (
@@ -120,15 +120,21 @@ func (p *Pool) dropPeer(w *worker) {
 	}
 }
 
-// setPeerHeaders marks a request to a peer: who asks, and the hash of the
-// file asked for.
-func (t *transfer) setPeerHeaders(req *http.Request) {
+// setPeerHeaders marks a request to w, if w is a peer: who asks, and the
+// hash of the file asked for. Every request to a peer goes through it (a
+// peer answers one without them as a client, from the Internet).
+func (t *transfer) setPeerHeaders(req *http.Request, w *worker) {
+	if w.peer == nil {
+		return
+	}
 	req.Header.Set(PeerHeader, t.p.cfg.InstanceID)
 	req.Header.Set(PeerSumHeader, hex.EncodeToString(t.expect.sum[:]))
 }
 
 // declined reports whether a peer's answer err is one that does not count
-// against it: it does not hold the file (404), or is busy (503).
+// against it nor uses up a retry: it does not hold the file (404, 410), is
+// busy (503), does not serve peers (403, serve_peers off) or is this
+// instance itself (508, a loop: a peers list naming it).
 func declined(w *worker, err error) bool {
 	if w.peer == nil || err == nil {
 		return false
@@ -137,7 +143,8 @@ func declined(w *worker, err error) bool {
 	if !errors.As(err, &se) {
 		return false
 	}
-	return strings.HasPrefix(se.status, "404") || strings.HasPrefix(se.status, "410") || strings.HasPrefix(se.status, "503")
+	code, _, _ := strings.Cut(se.status, " ")
+	return slices.Contains([]string{"403", "404", "410", "503", "508"}, code)
 }
 
 // cmpOr is v, or def if v is zero.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddy-refractor/refractor/internal/testmirror"
 )
@@ -156,5 +157,42 @@ func TestLyingPeerIsEvicted(t *testing.T) {
 	p.SetPeers([]Peer{{URL: liar.base()}}) // offered again: it stays out
 	if slicesContainsPeer(p.Status().Workers, liar.base()) {
 		t.Error("the lying peer came back before its cool-down ended")
+	}
+}
+
+// A peer that joins while a large transfer runs helps with ranges of it
+// (as an explorer), asked as a peer: every request it gets carries the
+// peer headers, and one it declines counts no failure.
+func TestPeerInASplitIsAskedAsAPeer(t *testing.T) {
+	name := "huge-1.0-1-x86_64.pkg.tar.zst"
+	pkgs := map[string][]byte{name: testmirror.Content(name, 40<<20)}
+	db := pacmanDB(t, pkgs)
+	a, b := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	a.SetRate(6 << 20)
+	b.SetRate(6 << 20)
+	peer := newPeerServer(t, pkgs, false)
+	p := servePool(t, Config{InstanceID: "me", PeekTimeout: 10 * time.Second}, a, b)
+	learnDB(t, p)
+
+	done := make(chan error, 1)
+	var rec *httptest.ResponseRecorder
+	go func() {
+		var err error
+		rec, err = serve(t, p, nil, dirOf(dbName)+name)
+		done <- err
+	}()
+	pollFor(t, 10*time.Second, "the transfer to start", func() bool { return a.Active()+b.Active() > 0 })
+	p.SetPeers([]Peer{{URL: peer.base()}})
+	if err := <-done; err != nil || !bytes.Equal(rec.Body.Bytes(), pkgs[name]) {
+		t.Fatalf("Serve: %v, %d bytes", err, rec.Body.Len())
+	}
+	reqs := peer.requests()
+	if len(reqs) == 0 {
+		t.Fatal("the peer never helped: the test proves nothing")
+	}
+	for _, r := range reqs {
+		if r.Header.Get(PeerHeader) != "me" || r.Header.Get(PeerSumHeader) == "" {
+			t.Errorf("a request to the peer (Range %q) without the peer headers", r.Header.Get("Range"))
+		}
 	}
 }

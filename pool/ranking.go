@@ -149,11 +149,11 @@ func shouldResign(sts []standing, i int, r resignRule) bool {
 	// far counts: slow mirrors take longest to finish their trial, and a
 	// ranking of only the finished would put a good mirror at the bottom.
 	ranked, below := 0, 0
-	for j, o := range sts {
+	for _, o := range sts { // sts is mirrorsOf's: i indexes the caller's
 		if o.ranked(r.trial) {
 			ranked++
 		}
-		if j != i && o.samples > 0 && o.score < s.score {
+		if o.w != s.w && o.samples > 0 && o.score < s.score {
 			below++
 		}
 	}

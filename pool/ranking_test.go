@@ -163,31 +163,38 @@ func TestShouldResign(t *testing.T) {
 			pool: []spec{ranked(300), ranked(100), trial(5)}, target: 1, want: false,
 		},
 	}
+	// Each case also runs with a peer in the pool: a peer counts in no
+	// rule about mirrors, so it changes nothing.
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				cfg := rankCfg()
-				if tt.cfg != nil {
-					tt.cfg(&cfg)
-				}
-				var urls []string
-				for i := range tt.pool {
-					urls = append(urls, mirrorURL(fmt.Sprint("m", i)))
-				}
-				p := startBubblePool(t, cfg, urls...)
-				for i, s := range tt.pool {
-					setSamples(t, p, urls[i], s.samples...)
-				}
-				w := workerOf(t, p, urls[tt.target])
-				p.mu.Lock()
-				sts := p.standings()
-				got := shouldResign(sts, slices.IndexFunc(sts, func(s standing) bool { return s.w == w }), p.resignRule())
-				p.mu.Unlock()
-				if got != tt.want {
-					t.Fatalf("shouldResign(%s) = %v, want %v", urls[tt.target], got, tt.want)
-				}
+		for _, withPeer := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/peer=%v", tt.name, withPeer), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					cfg := rankCfg()
+					if tt.cfg != nil {
+						tt.cfg(&cfg)
+					}
+					var urls []string
+					for i := range tt.pool {
+						urls = append(urls, mirrorURL(fmt.Sprint("m", i)))
+					}
+					p := startBubblePool(t, cfg, urls...)
+					for i, s := range tt.pool {
+						setSamples(t, p, urls[i], s.samples...)
+					}
+					if withPeer {
+						p.SetPeers([]Peer{{URL: "http://peer.lan/repo/"}})
+					}
+					w := workerOf(t, p, urls[tt.target])
+					p.mu.Lock()
+					sts := p.standings()
+					got := shouldResign(sts, slices.IndexFunc(sts, func(s standing) bool { return s.w == w }), p.resignRule())
+					p.mu.Unlock()
+					if got != tt.want {
+						t.Fatalf("shouldResign(%s) = %v, want %v", urls[tt.target], got, tt.want)
+					}
+				})
 			})
-		})
+		}
 	}
 }
 

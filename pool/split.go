@@ -389,7 +389,7 @@ func (s *splitter) replace() error {
 	if found {
 		return nil
 	}
-	w, err := p.acquire(s.ctx, want{exclude: exclude, committed: true})
+	w, err := p.acquire(s.ctx, want{exclude: exclude, committed: true, sum: s.t.want().sum})
 	if err != nil {
 		return err
 	}
@@ -435,13 +435,16 @@ func (s *splitter) fetch(w *worker) {
 				s.retry = append(s.retry, c)
 			}
 			gone := s.ctx.Err() != nil || errors.Is(err, errOvertaken)
-			if !gone {
+			peerDeclined := declined(w, err)
+			if peerDeclined {
+				s.failed[w.key] = true // not asked again for this file
+			} else if !gone {
 				s.failed[w.key] = true
 				s.failures = append(s.failures, w.key+": "+err.Error())
 			}
 			s.leave(w)
 			s.mu.Unlock()
-			if gone { // the transfer ended, or a faster mirror took over: not a failure
+			if gone || peerDeclined { // the transfer ended, a faster mirror took over, or a peer declined: not a failure
 				if errors.Is(err, errOvertaken) {
 					p.mu.Lock()
 					w.overtaken = true // it may resign now, to make room for another
@@ -603,6 +606,7 @@ func (s *splitter) get(w *worker, c *chunk) (int64, time.Duration, error) {
 		return 0, 0, fmt.Errorf("building request: %w", err)
 	}
 	t.setRange(req, first, c.last)
+	t.setPeerHeaders(req, w)
 	began := time.Now()
 	resp, err := p.client.Do(req)
 	if err != nil {
