@@ -287,7 +287,9 @@ func (s *stateStore) loop(ctx context.Context) {
 		}
 		s.save(ctx)
 		if s.share {
-			s.read(ctx, false)
+			s.read(ctx, false) // and applyPeers
+		} else {
+			s.applyPeers(time.Now()) // the blocks' own peers, back after a cool-down
 		}
 	}
 }

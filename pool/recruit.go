@@ -55,11 +55,37 @@ func (p *Pool) recruitLoop() {
 		select {
 		case <-p.wake:
 		case <-resync.C:
+			p.refreshProbes()
 			p.probeSync(p.workerList())
 		case <-p.ctx.Done():
 			return
 		}
 	}
+}
+
+// refreshProbes gives the workers the provider's newest probes (a metalink
+// fetched again since they joined knows newer versions) before they are
+// probed again. Only a pool whose workers have probes asks.
+func (p *Pool) refreshProbes() {
+	p.mu.Lock()
+	probed := slices.ContainsFunc(p.workers, func(w *worker) bool { return w.probe != nil })
+	p.mu.Unlock()
+	if !probed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, providerTimeout)
+	defer cancel()
+	cands, err := p.cfg.Provider.Candidates(ctx)
+	if err != nil {
+		return // the recruiter reports the provider's errors
+	}
+	ms := make([]member, len(cands))
+	for i, c := range cands {
+		ms[i] = member{Candidate: c}
+	}
+	p.mu.Lock()
+	p.updateProbes(ms)
+	p.mu.Unlock()
 }
 
 func (p *Pool) workerList() []*worker {
