@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"mime"
 	"net/http"
 	"path"
@@ -48,6 +49,18 @@ const defaultMinFree = 1 << 30
 
 // cacheMirror is the Refractor-Mirror header of a response from the cache.
 const cacheMirror = "cache"
+
+// conditionalHeaders are the request headers of a conditional request.
+var conditionalHeaders = []string{"If-Modified-Since", "If-None-Match", "If-Range", "If-Match", "If-Unmodified-Since"}
+
+// parseSum reads a SHA-256 in hex.
+func parseSum(s string) (sum [32]byte, ok bool) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(sum) {
+		return sum, false
+	}
+	return [32]byte(b), true
+}
 
 // caches holds the open stores, by directory, across reloads.
 var caches = caddy.NewUsagePool()
@@ -157,11 +170,10 @@ func purgeCache(ctx context.Context, rel, sumHex string) (int, error) {
 	var sums [][32]byte
 	switch {
 	case sumHex != "":
-		var sum [32]byte
-		if b, err := hex.DecodeString(sumHex); err != nil || len(b) != len(sum) {
+		sum, ok := parseSum(sumHex)
+		if !ok {
 			return 0, caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("sha256: want 64 hex digits, got %q", sumHex)}
 		}
-		hex.Decode(sum[:], []byte(sumHex))
 		sums = append(sums, sum)
 	case rel != "":
 		clean, err := pool.CleanPath("/" + strings.TrimPrefix(rel, "/"))
@@ -228,11 +240,9 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, rel string
 	if f, info, ok := h.cache.Get(sum, size); ok {
 		defer f.Close()
 		h.cacheHit()
-		cw := &countingWriter{ResponseWriter: w}
-		setCacheHeaders(w, rel, sum)
-		http.ServeContent(cw, r, "", info.ModTime(), f)
-		h.cacheSent(cw.n, true)
-		return true, nil
+		cw, body := serveFile(w, r, rel, sum, size, info.ModTime(), f)
+		defer func() { h.cacheSent(cw.n, true) }()
+		return true, h.finishFile(r, rel, sum, body)
 	}
 	if r.Method != http.MethodGet || r.Header.Get("Range") != "" {
 		// Only a plain GET brings a file in; others read one coming.
@@ -273,26 +283,23 @@ func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fil
 	}
 	modified, started := fill.Started()
 	if !started {
-		return false, nil // as without a cache
+		// The pool's answer (404, 502...) is every reader's; anything
+		// else leaves the request to the pool, as without a cache.
+		var perr *pool.Error
+		if errors.As(fill.Err(), &perr) {
+			return true, perr
+		}
+		return false, nil
 	}
 	rd := fill.NewReader(r.Context())
 	defer rd.Close()
-	cw := &countingWriter{ResponseWriter: w}
-	out := http.ResponseWriter(cw)
-	full := r.Method == http.MethodGet && r.Header.Get("Range") == ""
-	var body *checkedBody
-	if full {
-		body = newCheckedBody(cw, fill.Size(), sum)
-		out = body
-	}
-	setCacheHeaders(w, rel, sum)
-	http.ServeContent(out, r, "", modified, rd)
+	cw, body := serveFile(w, r, rel, sum, fill.Size(), modified, rd)
 	defer func() { h.cacheSent(cw.n, saved) }()
 	if r.Context().Err() != nil {
 		return true, r.Context().Err()
 	}
 	ferr := rd.Err()
-	if !full || cw.status != http.StatusOK {
+	if body == nil {
 		if ferr != nil {
 			return true, fmt.Errorf("%w: cache fill failed: %v", pool.ErrAborted, ferr)
 		}
@@ -311,6 +318,44 @@ func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fil
 	return true, nil
 }
 
+// finishFile ends a response from a complete cached file: it sends the
+// body's held bytes if the body is the file, and purges a file damaged on
+// disk since it was checked.
+func (h *Handler) finishFile(r *http.Request, rel string, sum [32]byte, body *checkedBody) error {
+	if err := r.Context().Err(); err != nil {
+		return err
+	}
+	err := body.finish()
+	if errors.Is(err, errNotTheFile) {
+		_, _ = h.cache.Purge(sum)
+		h.logger.Error("a cached file does not match its hash: purged", zap.String("path", rel), zap.Error(err))
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", pool.ErrAborted, err)
+	}
+	return nil
+}
+
+// serveFile answers r with content, the file of hash sum (size bytes,
+// modified then), with the HTTP semantics of a mirror's: HEAD, Range,
+// conditional requests. A full body goes through a checkedBody, returned
+// for the caller to finish (nil when the answer is not a full 200 body).
+func serveFile(w http.ResponseWriter, r *http.Request, rel string, sum [32]byte, size int64, modified time.Time, content io.ReadSeeker) (*countingWriter, *checkedBody) {
+	cw := &countingWriter{ResponseWriter: w}
+	out := http.ResponseWriter(cw)
+	var body *checkedBody
+	if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
+		body = newCheckedBody(cw, size, sum)
+		out = body
+	}
+	setCacheHeaders(w, rel, sum)
+	http.ServeContent(out, r, "", modified, content)
+	if cw.status != http.StatusOK {
+		body = nil // a 304, or an error: no body to check
+	}
+	return cw, body
+}
+
 // checkedBody passes a body of a known size and SHA-256 on as it is
 // written, hashing it, and holds back its last bytes until the hash of the
 // whole is checked (finish).
@@ -322,6 +367,9 @@ type checkedBody struct {
 	n    int64  // bytes written to it
 	held []byte // its last bytes, held back
 }
+
+// errNotTheFile: a body's SHA-256 is not the one the index gives.
+var errNotTheFile = errors.New("cache: the body's SHA-256 is not the one the index gives")
 
 // checkedTail is how many bytes a checkedBody holds back.
 const checkedTail = 32 << 10
@@ -350,12 +398,16 @@ func (c *checkedBody) Write(p []byte) (int, error) {
 }
 
 // finish sends the held bytes if the body is the whole file of its hash.
+// A nil checkedBody (no body to check) finishes at once.
 func (c *checkedBody) finish() error {
+	if c == nil {
+		return nil
+	}
 	if c.n != c.size {
 		return fmt.Errorf("cache: %d of the file's %d bytes", c.n, c.size)
 	}
 	if [32]byte(c.hash.Sum(nil)) != c.sum {
-		return errors.New("cache: the body's SHA-256 is not the one the index gives")
+		return errNotTheFile
 	}
 	_, err := c.countingWriter.Write(c.held)
 	return err
@@ -431,7 +483,7 @@ func (fw *fillWriter) Write(b []byte) (int, error) {
 // failed: a Range request whose answer must start there.
 func (h *Handler) continueFrom(w http.ResponseWriter, r *http.Request, rel string, from, size int64) error {
 	req := r.Clone(r.Context())
-	for _, k := range []string{"If-Modified-Since", "If-None-Match", "If-Range", "If-Match", "If-Unmodified-Since"} {
+	for _, k := range conditionalHeaders {
 		req.Header.Del(k)
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", from))
@@ -465,6 +517,8 @@ func (tw *tailWriter) WriteHeader(code int) {
 		tw.ok = code == http.StatusPartialContent && tw.header.Get("Content-Range") == tw.want
 	}
 }
+
+func (tw *tailWriter) Unwrap() http.ResponseWriter { return tw.w }
 
 func (tw *tailWriter) Write(b []byte) (int, error) {
 	if tw.status == 0 {

@@ -577,3 +577,55 @@ func TestCacheCoalescesConcurrentIndexRequests(t *testing.T) {
 		t.Errorf("conditional request: %d, want 304", resp.StatusCode)
 	}
 }
+
+// A request that shares another's transfer of an index is not held by
+// that request's client: when the first client stops reading, the second
+// is served on its own.
+func TestCacheSharedTransferDoesNotWaitForAStalledClient(t *testing.T) {
+	const db = "core/os/x86_64/core.db"
+	files := map[string][]byte{db: testmirror.Content(db, 32<<20)}
+	ms := []*testmirror.Mirror{testmirror.New(t, files), testmirror.New(t, files)}
+	for _, m := range ms {
+		m.SetRate(16 << 20) // the first client is still on it when the second comes
+	}
+	tester := startCaddy(t, cacheBlock(t.TempDir(), "", ms))
+
+	stalled, err := tester.Client.Do(newRequest(t, http.MethodGet, db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Body.Close()
+	if _, err := io.ReadFull(stalled.Body, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	// The first client reads no more while the second asks.
+	resp, body := get(t, tester, newRequest(t, http.MethodGet, db))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, files[db]) {
+		t.Fatalf("the second client: status %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
+// A fill that fails before its first byte (every mirror answers 404) gives
+// its readers the pool's answer: the mirrors are asked once, not once for
+// the fill and once more for the request.
+func TestCacheFillFailureIsTheRequestsAnswer(t *testing.T) {
+	repo := newCacheRepo(256 << 10)
+	pkg := repo.pkgs[0]
+	gone := map[string][]byte{}
+	for k, v := range repo.files {
+		if k != pkg {
+			gone[k] = v
+		}
+	}
+	ms := []*testmirror.Mirror{testmirror.New(t, gone), testmirror.New(t, gone)}
+	tester := startCaddy(t, cacheBlock(t.TempDir(), "", ms))
+	repo.learn(t, tester)
+	before := ms[0].Requests() + ms[1].Requests()
+	resp, _ := get(t, tester, newRequest(t, http.MethodGet, pkg))
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("status %d, want 404", resp.StatusCode)
+	}
+	if n := ms[0].Requests() + ms[1].Requests() - before; n > 2 {
+		t.Errorf("the mirrors got %d requests for a file they lack, want one each", n)
+	}
+}

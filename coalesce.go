@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -24,6 +25,10 @@ const (
 	coalesceMax = 64 << 20
 	// coalesceBudget bounds the bodies all flights keep at once.
 	coalesceBudget = 256 << 20
+	// followStall: a follower whose flight has not moved for this long
+	// (its leader's client stopped reading, and the pool parked it) is
+	// served on its own.
+	followStall = 2 * time.Second
 )
 
 // flights are the transfers under way that others may share, by pool and
@@ -37,6 +42,7 @@ var flights struct {
 // flight is one upstream transfer that later requests follow.
 type flight struct {
 	done   chan struct{} // closed when the leader's response is complete or failed
+	moved  atomic.Int64  // body bytes the leader has sent so far
 	status int
 	header http.Header
 	body   []byte
@@ -49,7 +55,10 @@ func coalescible(r *http.Request) bool {
 	if r.Method != http.MethodGet {
 		return false
 	}
-	for _, h := range []string{"Range", "If-Modified-Since", "If-None-Match", "If-Range", "If-Match", "If-Unmodified-Since"} {
+	if r.Header.Get("Range") != "" {
+		return false
+	}
+	for _, h := range conditionalHeaders {
 		if r.Header.Get(h) != "" {
 			return false
 		}
@@ -75,10 +84,21 @@ func (h *Handler) serveCoalesced(w http.ResponseWriter, r *http.Request, rel str
 	flights.Unlock()
 
 	if following {
-		select {
-		case <-f.done:
-		case <-r.Context().Done():
-			return true, r.Context().Err()
+		tick := time.NewTicker(followStall)
+		defer tick.Stop()
+		for seen := int64(-1); ; {
+			select {
+			case <-f.done:
+			case <-r.Context().Done():
+				return true, r.Context().Err()
+			case <-tick.C:
+				if n := f.moved.Load(); n != seen {
+					seen = n
+					continue
+				}
+				return false, nil // a stalled flight: on its own
+			}
+			break
 		}
 		if !f.ok {
 			return false, nil
@@ -93,7 +113,7 @@ func (h *Handler) serveCoalesced(w http.ResponseWriter, r *http.Request, rel str
 		return true, err
 	}
 
-	tw := &teeWriter{ResponseWriter: w}
+	tw := &teeWriter{ResponseWriter: w, moved: &f.moved}
 	defer func() {
 		flights.Lock()
 		delete(flights.m, key)
@@ -116,6 +136,7 @@ func (h *Handler) serveCoalesced(w http.ResponseWriter, r *http.Request, rel str
 // coalesceMax and the flights' budget.
 type teeWriter struct {
 	http.ResponseWriter
+	moved   *atomic.Int64 // the flight's progress
 	status  int
 	body    []byte
 	charged int
@@ -134,7 +155,9 @@ func (tw *teeWriter) Write(b []byte) (int, error) {
 		tw.status = http.StatusOK
 	}
 	tw.keep(b)
-	return tw.ResponseWriter.Write(b)
+	n, err := tw.ResponseWriter.Write(b)
+	tw.moved.Add(int64(n))
+	return n, err
 }
 
 // keep adds b to the copy, or drops the copy for good when it would go

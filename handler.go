@@ -409,12 +409,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if err != nil {
 		return pathError(err)
 	}
-	if via := r.Header.Get(pool.PeerHeader); via != "" {
-		return h.servePeer(w, r, via)
-	}
 
 	handled := false
-	if h.cache != nil {
+	if via := r.Header.Get(pool.PeerHeader); via != "" {
+		handled, err = true, h.servePeer(w, r, via) // from the cache alone
+	} else if h.cache != nil {
 		handled, err = h.serveCached(w, r, rel)
 		if !handled && coalescible(r) { // a file the cache does not keep
 			handled, err = h.serveCoalesced(w, r, rel)

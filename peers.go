@@ -122,11 +122,9 @@ func (h *Handler) servePeer(w http.ResponseWriter, r *http.Request, via string) 
 	if !h.servesPeers() {
 		return caddyhttp.Error(http.StatusForbidden, errors.New("this instance does not serve peers (serve_peers off)"))
 	}
-	var sum [32]byte
-	if b, err := hex.DecodeString(r.Header.Get(pool.PeerSumHeader)); err != nil || len(b) != len(sum) {
+	sum, ok := parseSum(r.Header.Get(pool.PeerSumHeader))
+	if !ok {
 		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("a peer request needs %s: 64 hex digits", pool.PeerSumHeader))
-	} else {
-		copy(sum[:], b)
 	}
 	if h.cache == nil {
 		return caddyhttp.Error(http.StatusNotFound, errors.New("no cache"))
@@ -143,10 +141,11 @@ func (h *Handler) servePeer(w http.ResponseWriter, r *http.Request, via string) 
 		return caddyhttp.Error(http.StatusNotFound, errors.New("not in the cache"))
 	}
 	defer f.Close()
-	cw := &countingWriter{ResponseWriter: w}
-	setCacheHeaders(w, r.URL.Path, sum)
-	http.ServeContent(cw, r, "", info.ModTime(), f)
-	h.cache.peerServed.Add(cw.n)
+	cw, body := serveFile(w, r, r.URL.Path, sum, info.Size(), info.ModTime(), f)
+	defer func() { h.cache.peerServed.Add(cw.n) }()
+	if err := h.finishFile(r, r.URL.Path, sum, body); err != nil {
+		return err
+	}
 	if ce := h.logger.Check(zap.DebugLevel, "served a peer"); ce != nil {
 		ce.Write(zap.String("peer", via), zap.String("sha256", hex.EncodeToString(sum[:])), zap.Int64("bytes", cw.n))
 	}

@@ -170,9 +170,6 @@ func parseName(name string) (Sum, bool) {
 	return sum, err == nil && hex.EncodeToString(sum[:]) == name
 }
 
-// Dir returns the store's directory.
-func (s *Store) Dir() string { return s.dir }
-
 func (s *Store) tmpDir() string { return filepath.Join(s.dir, "tmp") }
 
 func (s *Store) path(sum Sum) string {
@@ -300,6 +297,14 @@ func (s *Store) dropLocked(it *item) {
 // within the bounds, and reports whether they do.
 func (s *Store) evictLocked(need int64) bool {
 	free, freeKnown := freeSpace(s.dir)
+	if freeKnown {
+		// The fills in flight will still write what they owe.
+		for _, f := range s.fills {
+			f.mu.Lock()
+			free -= f.size - f.written
+			f.mu.Unlock()
+		}
+	}
 	// Evicting everything would not make room for a new file: evict
 	// nothing. (With need 0, the store gives back what it can.)
 	if need > 0 && (s.opts.MaxSize > 0 && s.reserved+need > s.opts.MaxSize ||

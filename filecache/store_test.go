@@ -227,3 +227,21 @@ func TestWriteErrorsFailTheFill(t *testing.T) {
 type refusing struct{ *os.File }
 
 func (refusing) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// min_free counts the bytes the fills in flight have yet to write: two
+// fills that together would take the disk below it are not both begun.
+func TestMinFreeCountsWhatFillsOwe(t *testing.T) {
+	dir := t.TempDir()
+	free, ok := freeSpace(dir)
+	if !ok {
+		t.Skip("free space is unknown here")
+	}
+	s := open(t, dir, Options{MinFree: free / 4})
+	size := free / 2 // one fits above min_free, two do not
+	if _, _, err := s.Begin(Sum{1}, size); err != nil {
+		t.Fatalf("the first fill: %v", err)
+	}
+	if _, _, err := s.Begin(Sum{2}, size); err == nil {
+		t.Error("a second fill was begun though both would take the disk below min_free")
+	}
+}
