@@ -229,30 +229,57 @@ func (h *Handler) closeCache() {
 // serveCached answers r from the cache if the file is one it keeps: a
 // complete file from disk; a file on its way in, from the growing file; a
 // plain GET of a file not cached yet starts its fill and reads it as it
-// arrives. handled false leaves the request to the pool, as without a
-// cache: a file the cache cannot keep, a Range or HEAD of one not cached
-// yet, or one whose fill failed before its first byte.
+// arrives. A package asked for while the pool is still learning the index
+// that will give its hash (a cold pool corroborating it) starts a pending
+// fill: its hash is asked for again at its end, and it is kept only if
+// the index gave it by then and the bytes are that file. handled false
+// leaves the request to the pool, as without a cache: a file the cache
+// cannot keep, a Range or HEAD of one not cached yet, or one whose fill
+// failed before its first byte for a reason of the cache's.
 func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, rel string) (handled bool, err error) {
-	size, sum, ok := h.pool.Expect(r.Context(), rel)
-	if !ok {
-		return false, nil
-	}
-	if f, info, ok := h.cache.Get(sum, size); ok {
-		defer f.Close()
-		h.cacheHit()
-		cw, body := serveFile(w, r, rel, sum, size, info.ModTime(), f)
-		defer func() { h.cacheSent(cw.n, true) }()
-		return true, h.finishFile(r, rel, sum, body)
-	}
-	if r.Method != http.MethodGet || r.Header.Get("Range") != "" {
-		// Only a plain GET brings a file in; others read one coming.
-		if fill := h.cache.Filling(sum); fill != nil {
+	size, sum, known := h.pool.Expect(r.Context(), rel)
+	plain := r.Method == http.MethodGet && r.Header.Get("Range") == ""
+	pkey := pendingKey(h.Name, rel)
+	var expect func() ([32]byte, bool)
+	if known {
+		expect = func() ([32]byte, bool) { return sum, true }
+		if f, info, ok := h.cache.Get(sum, size); ok {
+			defer f.Close()
 			h.cacheHit()
-			return h.follow(w, r, rel, fill, sum, true)
+			cw, body := serveFile(w, r, rel, expect, size, info.ModTime(), f)
+			defer func() { h.cacheSent(cw.n, true) }()
+			return true, h.finishFile(r, rel, body)
+		}
+	} else {
+		expect = func() ([32]byte, bool) {
+			_, sum, ok := h.pool.Expect(r.Context(), rel)
+			return sum, ok
+		}
+	}
+	// A pending fill of the file comes first: it started before the hash
+	// was known, and a second transfer would cross the Internet again.
+	if fill := h.cache.Filling(pkey); fill != nil {
+		h.cacheHit()
+		return h.follow(w, r, rel, fill, expect, true)
+	}
+	if !plain {
+		// Only a plain GET brings a file in; others read one coming.
+		if fill := h.cache.Filling(sum); known && fill != nil {
+			h.cacheHit()
+			return h.follow(w, r, rel, fill, expect, true)
 		}
 		return false, nil
 	}
-	fill, leader, err := h.cache.Begin(sum, size)
+	var fill *filecache.Fill
+	var leader bool
+	switch {
+	case known:
+		fill, leader, err = h.cache.Begin(sum, size)
+	case h.pool.Learning(rel):
+		fill, leader, err = h.cache.BeginPending(pkey)
+	default:
+		return false, nil
+	}
 	switch {
 	case errors.Is(err, filecache.ErrCached):
 		return h.serveCached(w, r, rel) // completed just now
@@ -266,15 +293,22 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, rel string
 	default:
 		h.cacheHit()
 	}
-	return h.follow(w, r, rel, fill, sum, !leader)
+	return h.follow(w, r, rel, fill, expect, !leader)
 }
 
-// follow serves r from a fill's growing file. saved tells whether the
-// bytes are ones the Internet did not send for this request. A full body
-// is checked whole on its way out (checkedBody), as the pool checks its
-// own: if the fill fails under it, it goes on from the mirrors, and a
-// body that does not make the file its index gives is aborted.
-func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fill *filecache.Fill, sum [32]byte, saved bool) (bool, error) {
+// pendingKey is the key of a pending fill of rel in the pool named name:
+// no file's hash (it hashes a string no file is).
+func pendingKey(name, rel string) [32]byte {
+	return sha256.Sum256([]byte("refractor pending fill\x00" + name + "\x00" + rel))
+}
+
+// follow serves r from a fill's growing file. expect gives the file's
+// hash, once known; saved tells whether the bytes are ones the Internet
+// did not send for this request. A full body is checked whole on its way
+// out (checkedBody), as the pool checks its own: if the fill fails under
+// it, it goes on from the mirrors, and a body that does not make the file
+// its index gives is aborted.
+func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fill *filecache.Fill, expect func() ([32]byte, bool), saved bool) (bool, error) {
 	defer fill.Release()
 	select {
 	case <-fill.Ready():
@@ -293,7 +327,7 @@ func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fil
 	}
 	rd := fill.NewReader(r.Context())
 	defer rd.Close()
-	cw, body := serveFile(w, r, rel, sum, fill.Size(), modified, rd)
+	cw, body := serveFile(w, r, rel, expect, fill.Size(), modified, rd)
 	defer func() { h.cacheSent(cw.n, saved) }()
 	if r.Context().Err() != nil {
 		return true, r.Context().Err()
@@ -318,16 +352,44 @@ func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fil
 	return true, nil
 }
 
+// fill fetches rel through the pool into the cache, paced by the mirrors,
+// whoever reads it. A pending fill learns its hash at its end.
+func (h *Handler) fill(ctx context.Context, fill *filecache.Fill, rel string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/"+rel, nil)
+	if err != nil {
+		_ = fill.Finish(err)
+		return
+	}
+	fw := &fillWriter{fill: fill, header: http.Header{}}
+	err = h.pool.Serve(fw, req, rel)
+	if err == nil && fw.status != http.StatusOK {
+		err = fmt.Errorf("status %d", fw.status)
+	}
+	if err == nil {
+		err = fw.err
+	}
+	if err != nil {
+		err = fmt.Errorf("fetching %s for the cache: %w", rel, err)
+	} else if fill.Pending() {
+		if _, sum, ok := h.pool.ExpectLearned(ctx, rel); ok {
+			fill.Expect(sum) // else Finish keeps nothing: unchecked
+		}
+	}
+	if ferr := fill.Finish(err); ferr != nil {
+		h.logger.Debug("cache fill failed", zap.String("path", rel), zap.Error(ferr))
+	}
+}
+
 // finishFile ends a response from a complete cached file: it sends the
 // body's held bytes if the body is the file, and purges a file damaged on
 // disk since it was checked.
-func (h *Handler) finishFile(r *http.Request, rel string, sum [32]byte, body *checkedBody) error {
+func (h *Handler) finishFile(r *http.Request, rel string, body *checkedBody) error {
 	if err := r.Context().Err(); err != nil {
 		return err
 	}
 	err := body.finish()
 	if errors.Is(err, errNotTheFile) {
-		_, _ = h.cache.Purge(sum)
+		_, _ = h.cache.Purge(body.want)
 		h.logger.Error("a cached file does not match its hash: purged", zap.String("path", rel), zap.Error(err))
 	}
 	if err != nil {
@@ -336,19 +398,20 @@ func (h *Handler) finishFile(r *http.Request, rel string, sum [32]byte, body *ch
 	return nil
 }
 
-// serveFile answers r with content, the file of hash sum (size bytes,
-// modified then), with the HTTP semantics of a mirror's: HEAD, Range,
-// conditional requests. A full body goes through a checkedBody, returned
-// for the caller to finish (nil when the answer is not a full 200 body).
-func serveFile(w http.ResponseWriter, r *http.Request, rel string, sum [32]byte, size int64, modified time.Time, content io.ReadSeeker) (*countingWriter, *checkedBody) {
+// serveFile answers r with content, a file of size bytes modified then,
+// with the HTTP semantics of a mirror's: HEAD, Range, conditional
+// requests. expect gives its hash (once known: a pending fill's is not
+// yet). A full body goes through a checkedBody, returned for the caller to
+// finish (nil when the answer is not a full 200 body).
+func serveFile(w http.ResponseWriter, r *http.Request, rel string, expect func() ([32]byte, bool), size int64, modified time.Time, content io.ReadSeeker) (*countingWriter, *checkedBody) {
 	cw := &countingWriter{ResponseWriter: w}
 	out := http.ResponseWriter(cw)
 	var body *checkedBody
 	if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
-		body = newCheckedBody(cw, size, sum)
+		body = &checkedBody{countingWriter: cw, size: size, expect: expect, hash: sha256.New()}
 		out = body
 	}
-	setCacheHeaders(w, rel, sum)
+	setCacheHeaders(w, rel, expect)
 	http.ServeContent(out, r, "", modified, content)
 	if cw.status != http.StatusOK {
 		body = nil // a 304, or an error: no body to check
@@ -356,16 +419,17 @@ func serveFile(w http.ResponseWriter, r *http.Request, rel string, sum [32]byte,
 	return cw, body
 }
 
-// checkedBody passes a body of a known size and SHA-256 on as it is
-// written, hashing it, and holds back its last bytes until the hash of the
-// whole is checked (finish).
+// checkedBody passes a body of a known size on as it is written, hashing
+// it, and holds back its last bytes until the hash of the whole is checked
+// against the one expect gives (finish).
 type checkedBody struct {
 	*countingWriter
-	size int64
-	sum  [32]byte
-	hash hash.Hash
-	n    int64  // bytes written to it
-	held []byte // its last bytes, held back
+	size   int64
+	expect func() ([32]byte, bool)
+	want   [32]byte // the hash it was checked against
+	hash   hash.Hash
+	n      int64  // bytes written to it
+	held   []byte // its last bytes, held back
 }
 
 // errNotTheFile: a body's SHA-256 is not the one the index gives.
@@ -373,10 +437,6 @@ var errNotTheFile = errors.New("cache: the body's SHA-256 is not the one the ind
 
 // checkedTail is how many bytes a checkedBody holds back.
 const checkedTail = 32 << 10
-
-func newCheckedBody(w *countingWriter, size int64, sum [32]byte) *checkedBody {
-	return &checkedBody{countingWriter: w, size: size, sum: sum, hash: sha256.New()}
-}
 
 func (c *checkedBody) Write(p []byte) (int, error) {
 	if c.n+int64(len(p)) > c.size {
@@ -398,7 +458,9 @@ func (c *checkedBody) Write(p []byte) (int, error) {
 }
 
 // finish sends the held bytes if the body is the whole file of its hash.
-// A nil checkedBody (no body to check) finishes at once.
+// A body whose hash is still unknown (a pending fill whose index was not
+// learned) is sent unchecked, as the pool sends a file no index lists. A
+// nil checkedBody (no body to check) finishes at once.
 func (c *checkedBody) finish() error {
 	if c == nil {
 		return nil
@@ -406,35 +468,14 @@ func (c *checkedBody) finish() error {
 	if c.n != c.size {
 		return fmt.Errorf("cache: %d of the file's %d bytes", c.n, c.size)
 	}
-	if [32]byte(c.hash.Sum(nil)) != c.sum {
-		return errNotTheFile
+	if want, known := c.expect(); known {
+		c.want = want
+		if [32]byte(c.hash.Sum(nil)) != want {
+			return errNotTheFile
+		}
 	}
 	_, err := c.countingWriter.Write(c.held)
 	return err
-}
-
-// fill fetches rel through the pool into the cache, paced by the mirrors,
-// whoever reads it.
-func (h *Handler) fill(ctx context.Context, fill *filecache.Fill, rel string) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/"+rel, nil)
-	if err != nil {
-		_ = fill.Finish(err)
-		return
-	}
-	fw := &fillWriter{fill: fill, header: http.Header{}}
-	err = h.pool.Serve(fw, req, rel)
-	if err == nil && fw.status != http.StatusOK {
-		err = fmt.Errorf("status %d", fw.status)
-	}
-	if err == nil {
-		err = fw.err
-	}
-	if err != nil {
-		err = fmt.Errorf("fetching %s for the cache: %w", rel, err)
-	}
-	if ferr := fill.Finish(err); ferr != nil {
-		h.logger.Debug("cache fill failed", zap.String("path", rel), zap.Error(ferr))
-	}
 }
 
 // fillWriter is the response writer of a fill: the pool's response goes to
@@ -456,12 +497,14 @@ func (fw *fillWriter) WriteHeader(code int) {
 	if code != http.StatusOK {
 		return
 	}
-	if cl := fw.header.Get("Content-Length"); cl != "" && cl != strconv.FormatInt(fw.fill.Size(), 10) {
-		fw.err = fmt.Errorf("length %s, want %d", cl, fw.fill.Size())
-		return
+	size, err := strconv.ParseInt(fw.header.Get("Content-Length"), 10, 64)
+	if err != nil {
+		size = fw.fill.Size() // a body of unknown length must be the promised one
 	}
 	modified, _ := http.ParseTime(fw.header.Get("Last-Modified"))
-	fw.fill.Start(modified)
+	if err := fw.fill.Start(modified, size); err != nil {
+		fw.err = err
+	}
 }
 
 func (fw *fillWriter) Write(b []byte) (int, error) {
@@ -559,8 +602,8 @@ func (cw *countingWriter) Unwrap() http.ResponseWriter { return cw.ResponseWrite
 
 // setCacheHeaders sets what a response from the cache says of itself: the
 // mirror header, a type from the name, and an entity tag from the hash
-// (strong: the bytes are the hash's).
-func setCacheHeaders(w http.ResponseWriter, rel string, sum [32]byte) {
+// when it is known (strong: the bytes are the hash's).
+func setCacheHeaders(w http.ResponseWriter, rel string, expect func() ([32]byte, bool)) {
 	h := w.Header()
 	h.Set(pool.MirrorHeader, cacheMirror)
 	ctype := mime.TypeByExtension(path.Ext(rel))
@@ -568,5 +611,7 @@ func setCacheHeaders(w http.ResponseWriter, rel string, sum [32]byte) {
 		ctype = "application/octet-stream"
 	}
 	h.Set("Content-Type", ctype)
-	h.Set("ETag", `"sha256-`+hex.EncodeToString(sum[:])+`"`)
+	if sum, ok := expect(); ok {
+		h.Set("ETag", `"sha256-`+hex.EncodeToString(sum[:])+`"`)
+	}
 }

@@ -102,9 +102,16 @@ func livePoolsNow() []*namedPool {
 	return append([]*namedPool(nil), livePools.pools...)
 }
 
-// fetchAll has n clients GET rel at once, and checks each gets want from
-// the cache.
+// fetchAll has n clients GET rel at once, checks each gets want from the
+// cache, and waits for the fills to end.
 func fetchAll(t *testing.T, tester *caddytest.Tester, n int, rel string, want []byte) {
+	t.Helper()
+	fetchAllNoWait(t, tester, n, rel, want)
+	waitFills(t)
+}
+
+// fetchAllNoWait is fetchAll without waiting for the fills.
+func fetchAllNoWait(t *testing.T, tester *caddytest.Tester, n int, rel string, want []byte) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -132,7 +139,6 @@ func fetchAll(t *testing.T, tester *caddytest.Tester, n int, rel string, want []
 	for err := range errs {
 		t.Error(err)
 	}
-	waitFills(t)
 }
 
 // waitFills waits until no fill is in flight: a client may have read the
@@ -627,5 +633,72 @@ func TestCacheFillFailureIsTheRequestsAnswer(t *testing.T) {
 	}
 	if n := ms[0].Requests() + ms[1].Requests() - before; n > 2 {
 		t.Errorf("the mirrors got %d requests for a file they lack, want one each", n)
+	}
+}
+
+// gatedMirror serves files, holding its answers for gated paths until the
+// test opens the gate.
+func gatedMirror(t *testing.T, files map[string][]byte, gated string) (*httptest.Server, chan struct{}) {
+	gate := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rel := strings.TrimPrefix(r.URL.Path, "/")
+		b, ok := files[rel]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if rel == gated {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		http.ServeContent(w, r, "", testmirror.ModTime, bytes.NewReader(b))
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	})
+	return srv, gate
+}
+
+// A package asked for while the pool is still corroborating its index
+// (the second copy comes from a slow mirror) is filled pending: clients
+// get it at once, and once the index is learned it is kept, so the next
+// client's copy crosses no network.
+func TestCachePendingFillIsKeptOnceTheIndexIsLearned(t *testing.T) {
+	repo := newCacheRepo(1 << 20)
+	fast := testmirror.New(t, repo.files)
+	slow, gate := gatedMirror(t, repo.files, cacheDB)
+	dir := t.TempDir()
+	// The fast mirror is listed first: it serves the client's database,
+	// and the learner asks the slow one for the second copy.
+	tester := startCaddy(t, fmt.Sprintf(`
+			workers 2
+			sync_file off
+			cache %s {
+				min_free 1MiB
+			}
+			provider static %s %s/`, dir, fast.Base(), slow.URL))
+	resp, _ := get(t, tester, newRequest(t, http.MethodGet, cacheDB))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Refractor-Mirror") != fast.Base() {
+		t.Fatalf("database: %d from %q, want the fast mirror's", resp.StatusCode, resp.Header.Get("Refractor-Mirror"))
+	}
+	pkg, want := repo.pkgs[0], repo.files[repo.pkgs[0]]
+	fetchAllNoWait(t, tester, 2, pkg, want) // while the index is not learned
+	close(gate)                             // the second copy arrives: learned
+	waitFills(t)
+	if files := cachedFiles(t, dir); len(files) != 1 {
+		t.Fatalf("cache holds %v, want the package filled while its index was learned", files)
+	}
+	before := fast.BytesSent()
+	fetchAll(t, tester, 1, pkg, want)
+	if up := fast.BytesSent() - before; up != 0 {
+		t.Errorf("the fast mirror sent %d bytes for a package the cache has", up)
 	}
 }

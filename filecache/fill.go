@@ -21,13 +21,19 @@ var errNoRoom = errors.New("no room in the cache")
 
 // Fill is one file on its way into the store: its leader writes it aside
 // while any number of readers follow it as it grows. Only the leader calls
-// Write, Start and Finish.
+// Write, Start, Expect and Finish.
+//
+// A pending fill is begun before its hash and size are known (under a key
+// of the caller's, with size -1): Start gives its size, Expect its hash
+// once the caller learns it, and only then may it take its place.
 type Fill struct {
-	s    *Store
-	sum  Sum
-	size int64
-	file File
-	hash hash.Hash // the leader's
+	s     *Store
+	key   Sum   // in Store.fills
+	sum   Sum   // the promised hash (key, unless pending)
+	size  int64 // -1 until a pending fill starts
+	file  File
+	hash  hash.Hash // the leader's
+	known bool      // sum is promised
 
 	ready chan struct{} // closed at Start or at Finish, whichever comes first
 
@@ -58,7 +64,7 @@ func (s *Store) Begin(sum Sum, size int64) (f *Fill, leader bool, err error) {
 	if _, ok := s.files[sum]; ok {
 		return nil, false, ErrCached
 	}
-	if size < 0 || !s.evictLocked(size) {
+	if size >= 0 && !s.evictLocked(size) {
 		return nil, false, errNoRoom
 	}
 	create := s.opts.CreateTemp
@@ -70,11 +76,34 @@ func (s *Store) Begin(sum Sum, size int64) (f *Fill, leader bool, err error) {
 		s.wfail++
 		return nil, false, fmt.Errorf("creating a cache file: %w", err)
 	}
-	f = &Fill{s: s, sum: sum, size: size, file: file, hash: sha256.New(), ready: make(chan struct{}), refs: 2}
+	f = &Fill{s: s, key: sum, sum: sum, known: size >= 0, size: size, file: file, hash: sha256.New(), ready: make(chan struct{}), refs: 2}
 	f.cond.L = &f.mu
 	s.fills[sum] = f
-	s.reserved += size
+	s.reserved += max(size, 0)
 	return f, true, nil
+}
+
+// BeginPending is Begin for a file whose hash and size are not known yet,
+// under key (which must not be a file's hash). Start gives its size, and
+// Expect its hash before Finish.
+func (s *Store) BeginPending(key Sum) (f *Fill, leader bool, err error) {
+	return s.Begin(key, -1)
+}
+
+// Pending reports whether the fill was begun before its hash was known,
+// and the hash is still not promised.
+func (f *Fill) Pending() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.known
+}
+
+// Expect promises a pending fill's hash: Finish keeps the file only if it
+// is that.
+func (f *Fill) Expect(sum Sum) {
+	f.mu.Lock()
+	f.sum, f.known = sum, true
+	f.mu.Unlock()
 }
 
 // Filling returns the fill in flight for the file of hash sum, or nil.
@@ -89,13 +118,17 @@ func (s *Store) Filling(sum Sum) *Fill {
 	return f
 }
 
-// Size returns the file's size.
-func (f *Fill) Size() int64 { return f.size }
+// Size returns the file's size (-1 for a pending fill not started yet).
+func (f *Fill) Size() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.size
+}
 
 // Write appends p to the file. An error is the store's (a full disk): the
 // fill has failed, and the leader stops feeding it.
 func (f *Fill) Write(p []byte) (int, error) {
-	if f.written+int64(len(p)) > f.size {
+	if f.written+int64(len(p)) > f.size { // f.size is the leader's once started
 		return 0, fmt.Errorf("cache fill: more than the %d bytes expected", f.size)
 	}
 	n, err := f.file.Write(p)
@@ -113,16 +146,33 @@ func (f *Fill) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Start tells readers that the file's bytes follow, and its modification
-// time (the mirror's Last-Modified).
-func (f *Fill) Start(modified time.Time) {
+// Start tells readers that the file's bytes follow, its size (which must
+// be the promised one; a pending fill takes it now, if it fits within the
+// store's bounds) and its modification time (the mirror's Last-Modified).
+func (f *Fill) Start(modified time.Time, size int64) error {
+	s := f.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// f.size and f.started change only here, in the leader's goroutine;
+	// f.mu is taken only to publish them (evictLocked takes it too).
+	switch {
+	case f.started:
+		return errors.New("cache fill: started already")
+	case f.size >= 0 && size != f.size:
+		return fmt.Errorf("cache fill: length %d, want %d", size, f.size)
+	case f.size < 0 && (size < 0 || !s.evictLocked(size)):
+		return errNoRoom
+	case f.size < 0:
+		s.reserved += size
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.started || f.done {
-		return
+	if f.done {
+		return errors.New("cache fill: finished already")
 	}
-	f.started, f.modified = true, modified
+	f.size, f.started, f.modified = size, true, modified
 	close(f.ready)
+	return nil
 }
 
 // Finish ends the fill: with cause nil, the file must be complete and of
@@ -131,16 +181,17 @@ func (f *Fill) Start(modified time.Time) {
 // get it as an error.
 func (f *Fill) Finish(cause error) error {
 	err := cause
+	storeFault := false
 	if err == nil {
-		err = f.commit()
+		storeFault, err = f.commit()
 	}
 	if err != nil {
 		_ = os.Remove(f.file.Name()) // readers keep their descriptor
 	}
 	s := f.s
 	s.mu.Lock()
-	delete(s.fills, f.sum)
-	s.reserved -= f.size
+	delete(s.fills, f.key)
+	s.reserved -= max(f.size, 0)
 	if err == nil {
 		it := &item{sum: f.sum, size: f.size}
 		if old := s.files[f.sum]; old != nil { // purged and filled again meanwhile
@@ -150,7 +201,7 @@ func (f *Fill) Finish(cause error) error {
 		s.files[f.sum] = it
 		s.size += f.size
 		s.evictLocked(0)
-	} else if cause == nil {
+	} else if storeFault {
 		s.wfail++
 	}
 	s.mu.Unlock()
@@ -166,28 +217,35 @@ func (f *Fill) Finish(cause error) error {
 	return err
 }
 
-// commit checks the complete file and moves it into place.
-func (f *Fill) commit() error {
-	if f.written != f.size {
-		return fmt.Errorf("cache fill: %d of %d bytes", f.written, f.size)
+// commit checks the complete file and moves it into place; storeFault
+// tells an error of the store's (the disk) from the file's.
+func (f *Fill) commit() (storeFault bool, err error) {
+	f.mu.Lock()
+	known := f.known
+	f.mu.Unlock()
+	switch {
+	case !known:
+		return false, errors.New("cache fill: its hash is not known")
+	case f.written != f.size:
+		return false, fmt.Errorf("cache fill: %d of %d bytes", f.written, f.size)
 	}
 	if got := Sum(f.hash.Sum(nil)); got != f.sum {
-		return fmt.Errorf("cache fill: SHA-256 %x, want %x", got, f.sum)
+		return false, fmt.Errorf("cache fill: SHA-256 %x, want %x", got, f.sum)
 	}
 	if err := f.file.Sync(); err != nil {
-		return fmt.Errorf("cache fill: syncing: %w", err)
+		return true, fmt.Errorf("cache fill: syncing: %w", err)
 	}
 	final := f.s.path(f.sum)
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return fmt.Errorf("cache fill: %w", err)
+		return true, fmt.Errorf("cache fill: %w", err)
 	}
 	if !f.modified.IsZero() {
 		_ = os.Chtimes(f.file.Name(), time.Now(), f.modified)
 	}
 	if err := os.Rename(f.file.Name(), final); err != nil {
-		return fmt.Errorf("cache fill: %w", err)
+		return true, fmt.Errorf("cache fill: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 func (f *Fill) ref() {

@@ -301,7 +301,7 @@ func (s *Store) evictLocked(need int64) bool {
 		// The fills in flight will still write what they owe.
 		for _, f := range s.fills {
 			f.mu.Lock()
-			free -= f.size - f.written
+			free -= max(f.size-f.written, 0) // a pending fill owes nothing yet
 			f.mu.Unlock()
 		}
 	}

@@ -28,7 +28,7 @@ func put(t *testing.T, s *Store, data []byte) Sum {
 	if err != nil || !leader {
 		t.Fatalf("Begin: leader %v, %v", leader, err)
 	}
-	f.Start(time.Unix(1700000000, 0))
+	f.Start(time.Unix(1700000000, 0), int64(len(data)))
 	for off := 0; off < len(data); off += 1000 {
 		if _, err := f.Write(data[off:min(off+1000, len(data))]); err != nil {
 			t.Fatal(err)
@@ -74,7 +74,7 @@ func TestReadersFollowAGrowingFile(t *testing.T) {
 		got <- b
 	}
 	go read()
-	f.Start(time.Time{})
+	f.Start(time.Time{}, f.Size())
 	f.Write(data[:50_000])
 	go read()
 	f.Write(data[50_000:])
@@ -104,7 +104,7 @@ func TestAJoinerReadsAFillThatEndedFirst(t *testing.T) {
 	sum := sha256.Sum256(data)
 	f, _, _ := s.Begin(sum, int64(len(data)))
 	joined, _, _ := s.Begin(sum, int64(len(data)))
-	f.Start(time.Time{})
+	f.Start(time.Time{}, f.Size())
 	f.Write(data)
 	f.Finish(nil)
 	f.Release() // the leader's own request is done
@@ -127,7 +127,7 @@ func TestFailedFillsLeaveNothing(t *testing.T) {
 	sum := sha256.Sum256(data)
 
 	f, _, _ := s.Begin(sum, int64(len(data)))
-	f.Start(time.Time{})
+	f.Start(time.Time{}, f.Size())
 	wrong := bytes.Clone(data)
 	wrong[5000] ^= 1
 	f.Write(wrong)
@@ -136,7 +136,7 @@ func TestFailedFillsLeaveNothing(t *testing.T) {
 	}
 
 	f, _, _ = s.Begin(sum, int64(len(data)))
-	f.Start(time.Time{})
+	f.Start(time.Time{}, f.Size())
 	f.Write(data[:4000])
 	r := f.NewReader(context.Background())
 	defer r.Close()
@@ -197,7 +197,7 @@ func TestMaxSizeBoundsFilesAndFills(t *testing.T) {
 	if st := s.Stats(); st.Size+st.Reserved > 2500 || st.Evicted != 1 {
 		t.Errorf("stats %+v: want one eviction to make room", st)
 	}
-	f.Start(time.Time{})
+	f.Start(time.Time{}, f.Size())
 	f.Write(data)
 	f.Finish(nil)
 	if st := s.Stats(); st.Size > 2500 || st.Files != 2 {
@@ -243,5 +243,47 @@ func TestMinFreeCountsWhatFillsOwe(t *testing.T) {
 	}
 	if _, _, err := s.Begin(Sum{2}, size); err == nil {
 		t.Error("a second fill was begun though both would take the disk below min_free")
+	}
+}
+
+// A pending fill takes its size at Start and its hash when the caller
+// learns it: kept only with a hash promised, and only if the bytes are it.
+func TestPendingFills(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	data := content(5000, 12)
+	sum := sha256.Sum256(data)
+	for _, tc := range []struct {
+		name    string
+		promise *Sum
+		kept    bool
+	}{
+		{"no hash learned", nil, false},
+		{"the wrong hash", &Sum{9}, false},
+		{"its hash", &sum, true},
+	} {
+		f, leader, err := s.BeginPending(Sum{0xee, byte(len(tc.name))})
+		if err != nil || !leader || f.Size() != -1 || !f.Pending() {
+			t.Fatalf("%s: BeginPending: leader %v, size %d, %v", tc.name, leader, f.Size(), err)
+		}
+		r := f.NewReader(context.Background())
+		if err := f.Start(time.Time{}, int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		f.Write(data)
+		if tc.promise != nil {
+			f.Expect(*tc.promise)
+		}
+		err = f.Finish(nil)
+		if b, rerr := io.ReadAll(r); rerr != nil || !bytes.Equal(b, data) {
+			t.Errorf("%s: a reader got %d bytes, %v", tc.name, len(b), rerr)
+		}
+		r.Close()
+		f.Release()
+		if (err == nil) != tc.kept || s.Has(sum) != tc.kept {
+			t.Errorf("%s: Finish %v, kept %v; want kept %v", tc.name, err, s.Has(sum), tc.kept)
+		}
+	}
+	if st := s.Stats(); st.WriteErrors != 0 || st.Reserved != 0 {
+		t.Errorf("stats %+v: a file that is not the promised one is no write error, and nothing stays reserved", st)
 	}
 }

@@ -39,17 +39,6 @@ const (
 	liarCooldown = 6
 )
 
-// expectPatience: Expect waits this long after the newest learner began
-// for an index being learned. make bench's lan/cache scenario found the
-// first machine asking for packages 0.5 to 3.5 s before a cold pool had
-// corroborated the databases (a second copy from a mirror of unknown
-// speed); without waiting, each of those packages crossed the Internet
-// again for the next machine (1.53x one machine's bytes upstream); with 5 s
-// the machines waited for it (0.59x the cache-off time, 1.13x upstream);
-// with 2 s and the requests that came meanwhile sharing their transfer
-// (coalesce.go), 0.54x and 1.13x (medians of 3).
-const expectPatience = 2 * time.Second
-
 var (
 	errLied   = errors.New("the file's bytes do not match the hash its index gives")
 	errLength = errors.New("length disagrees")
@@ -341,18 +330,40 @@ func (p *Pool) evictLiar(key string) {
 // Expect returns the size and SHA-256 the repository's corroborated
 // indexes give for the file at rel, if rel is a file that cannot change in
 // place, is not itself an index the pool learns from, and both are known.
-// It waits for an index being learned (until expectPatience after the
-// newest learner began: longer than a transfer, for a file that would
-// otherwise cross the Internet once more), and asks for a package's index
-// when no index listed it. A LAN cache keeps only files it can check this
-// way.
+// Like a transfer, it waits a moment for an index being learned, and asks
+// for a package's index when no index listed it. A LAN cache keeps only
+// files it can check this way.
 func (p *Pool) Expect(ctx context.Context, rel string) (size int64, sum [32]byte, ok bool) {
+	return p.expect(ctx, rel, learnWait)
+}
+
+// ExpectLearned is Expect after the indexes being learned are learned (or
+// given up, or ctx ends): what a file fetched while they were tells at its
+// end.
+func (p *Pool) ExpectLearned(ctx context.Context, rel string) (size int64, sum [32]byte, ok bool) {
+	return p.expect(ctx, rel, learnTimeout)
+}
+
+func (p *Pool) expect(ctx context.Context, rel string, patience time.Duration) (size int64, sum [32]byte, ok bool) {
 	if p.cfg.SkipVerify || p.isChanging(rel) || p.catalog.isIndex(rel) {
 		return 0, sum, false
 	}
-	e, known := p.expected(ctx, rel, expectPatience)
+	e, known := p.expected(ctx, rel, patience)
 	if !known || e.size < 0 {
 		return 0, sum, false
 	}
 	return e.size, e.sum, true
+}
+
+// Learning reports whether rel is a package an index could list while the
+// pool is learning an index: its hash may be known by the end of its
+// transfer (a cold pool corroborating its databases), and a LAN cache
+// fills it pending.
+func (p *Pool) Learning(rel string) bool {
+	if p.cfg.SkipVerify || p.isChanging(rel) || !listable(rel) {
+		return false
+	}
+	p.catalog.mu.Lock()
+	defer p.catalog.mu.Unlock()
+	return len(p.catalog.learning) > 0
 }
