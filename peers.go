@@ -141,9 +141,9 @@ func (h *Handler) servePeer(w http.ResponseWriter, r *http.Request, via string) 
 		return caddyhttp.Error(http.StatusNotFound, errors.New("not in the cache"))
 	}
 	defer f.Close()
-	cw, body := serveFile(w, r, r.URL.Path, sum, info.Size(), info.ModTime(), f)
+	cw, body := serveFile(w, r, r.URL.Path, func() ([32]byte, bool) { return sum, true }, info.Size(), info.ModTime(), f)
 	defer func() { h.cache.peerServed.Add(cw.n) }()
-	if err := h.finishFile(r, r.URL.Path, sum, body); err != nil {
+	if err := h.finishFile(r, r.URL.Path, body); err != nil {
 		return err
 	}
 	if ce := h.logger.Check(zap.DebugLevel, "served a peer"); ce != nil {
