@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-refractor/refractor/repoindex"
@@ -335,17 +337,18 @@ type fetched struct {
 }
 
 // gather fetches the index at rel from fresh mirrors other than exclude,
-// one at first, another whenever none has answered for hedgeAfter or one
-// failed, and
-// votes with each copy, until the index is learned or learnVoters mirrors
-// were asked. A mirror that answers 304 to If-Modified-Since (the learned
-// version's date) ends it: nothing is new.
+// one at first, another whenever one failed or, every hedgeAfter, when
+// none of those under way will have its copy within hedgeAfter at its pace
+// so far, and votes with each copy, until the index is learned or
+// learnVoters mirrors were asked. A mirror that answers 304 to
+// If-Modified-Since (the learned version's date) ends it: nothing is new.
 func (p *Pool) gather(rel, exclude, since string) {
 	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()
 	asked := map[string]bool{exclude: true}
 	answers := make(chan fetched, learnVoters)
-	running, launched := 0, 0
+	running := map[string]*progress{}
+	launched := 0
 	launch := func() {
 		w := ranked(p, func(sts []standing) *worker { return freshestOther(sts, asked) })
 		if w == nil || launched >= learnVoters {
@@ -353,19 +356,21 @@ func (p *Pool) gather(rel, exclude, since string) {
 		}
 		asked[w.key] = true
 		launched++
-		running++
+		pr := &progress{began: time.Now()}
+		pr.size.Store(-1)
+		running[w.key] = pr
 		go func() {
-			data, modified, err := p.fetchIndex(ctx, w, rel, since)
+			data, modified, err := p.fetchIndex(ctx, w, rel, since, pr)
 			answers <- fetched{w.key, modified, data, err}
 		}()
 	}
 	launch()
 	hedge := time.NewTicker(hedgeAfter)
 	defer hedge.Stop()
-	for running > 0 {
+	for len(running) > 0 {
 		select {
 		case a := <-answers:
-			running--
+			delete(running, a.mirror)
 			switch {
 			case errors.Is(a.err, errNotModified):
 				return
@@ -376,11 +381,39 @@ func (p *Pool) gather(rel, exclude, since string) {
 			}
 			launch()
 		case <-hedge.C:
-			launch()
+			now := time.Now()
+			if !slices.ContainsFunc(slices.Collect(maps.Values(running)), func(pr *progress) bool { return pr.within(hedgeAfter, now) }) {
+				launch()
+			}
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// progress is how far one copy of an index has come.
+type progress struct {
+	began time.Time
+	size  atomic.Int64 // its length, or -1 while unknown
+	got   atomic.Int64
+}
+
+// within reports whether, at its pace so far, the copy will be whole
+// within d of now. (A hedge costs a copy's bytes: the lan/cache scenario
+// of make bench found the databases' hedged copies a tenth of what the
+// mirrors sent with a cache.)
+func (pr *progress) within(d time.Duration, now time.Time) bool {
+	size, got, elapsed := pr.size.Load(), pr.got.Load(), now.Sub(pr.began).Seconds()
+	if size < 0 || got <= 0 || elapsed <= 0 {
+		return false
+	}
+	return float64(size-got)/(float64(got)/elapsed) <= d.Seconds()
+}
+
+// Write counts bytes that arrived.
+func (pr *progress) Write(b []byte) (int, error) {
+	pr.got.Add(int64(len(b)))
+	return len(b), nil
 }
 
 // vote records that mirror served data (of the given Last-Modified) for
@@ -565,8 +598,8 @@ var errNotModified = errors.New("not modified")
 // fetchIndex fetches the index at rel from w's mirror, outside the
 // dispatcher (one request per index version), if modified since the given
 // Last-Modified (errNotModified otherwise). It returns the index and its
-// Last-Modified.
-func (p *Pool) fetchIndex(ctx context.Context, w *worker, rel, since string) ([]byte, string, error) {
+// Last-Modified; pr follows its progress.
+func (p *Pool) fetchIndex(ctx context.Context, w *worker, rel, since string, pr *progress) ([]byte, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, learnTimeout)
 	defer cancel()
 	fail := func(err error) ([]byte, string, error) {
@@ -593,7 +626,8 @@ func (p *Pool) fetchIndex(ctx context.Context, w *worker, rel, since string) ([]
 	case resp.ContentLength > maxIndexBytes:
 		return fail(errors.New("index too large"))
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxIndexBytes+1))
+	pr.size.Store(resp.ContentLength)
+	data, err := io.ReadAll(io.TeeReader(io.LimitReader(resp.Body, maxIndexBytes+1), pr))
 	if err != nil {
 		return fail(err)
 	}

@@ -468,3 +468,33 @@ func TestVerifyDropsAnEntryTwoMirrorsDispute(t *testing.T) {
 		t.Fatal("the entry two mirrors agree against is still in the catalog")
 	}
 }
+
+// A learner asks a third mirror for an index only when the copy under way
+// will not be whole within the hedge interval at its pace: a copy that is
+// merely more than a second long costs no hedged copy.
+func TestLearnerHedgesOnlyForASlowCopy(t *testing.T) {
+	pkgs := map[string][]byte{}
+	for i := range 3000 {
+		name := fmt.Sprintf("p%d-1.0-1-x86_64.pkg.tar.zst", i)
+		pkgs[name] = []byte(name)
+	}
+	db := pacmanDB(t, pkgs)
+	client := testmirror.New(t, repoTree(db, pkgs))
+	second, third := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	second.SetRate(len(db) * 2 / 3) // about 1.5 s: longer than hedgeAfter, steady
+	p := servePool(t, Config{}, client, second, third)
+	p.vote(dbName, db, client.Base(), "") // the client's copy: alone, it teaches nothing
+	before := third.Requests()
+	if !p.learn(dbName, client.Base()) {
+		t.Fatal("no learner started")
+	}
+	pollFor(t, 10*time.Second, "the catalog to learn the database", func() bool {
+		p.catalog.mu.Lock()
+		defer p.catalog.mu.Unlock()
+		_, ok := p.catalog.learned[dbName]
+		return ok
+	})
+	if n := third.Requests() - before; n != 0 {
+		t.Errorf("the third mirror was asked %d times though the second's copy was on its way", n)
+	}
+}
