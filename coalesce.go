@@ -113,7 +113,7 @@ func (h *Handler) serveCoalesced(w http.ResponseWriter, r *http.Request, rel str
 		return true, err
 	}
 
-	tw := &teeWriter{ResponseWriter: w, moved: &f.moved}
+	tw := &teeWriter{countingWriter: &countingWriter{ResponseWriter: w}, moved: &f.moved}
 	defer func() {
 		flights.Lock()
 		delete(flights.m, key)
@@ -135,27 +135,16 @@ func (h *Handler) serveCoalesced(w http.ResponseWriter, r *http.Request, rel str
 // teeWriter passes a response on and keeps a copy of its body, within
 // coalesceMax and the flights' budget.
 type teeWriter struct {
-	http.ResponseWriter
+	*countingWriter
 	moved   *atomic.Int64 // the flight's progress
-	status  int
 	body    []byte
 	charged int
 	over    bool
 }
 
-func (tw *teeWriter) WriteHeader(code int) {
-	if tw.status == 0 {
-		tw.status = code
-	}
-	tw.ResponseWriter.WriteHeader(code)
-}
-
 func (tw *teeWriter) Write(b []byte) (int, error) {
-	if tw.status == 0 {
-		tw.status = http.StatusOK
-	}
 	tw.keep(b)
-	n, err := tw.ResponseWriter.Write(b)
+	n, err := tw.countingWriter.Write(b)
 	tw.moved.Add(int64(n))
 	return n, err
 }
@@ -176,5 +165,3 @@ func (tw *teeWriter) keep(b []byte) {
 		tw.body = append(tw.body, b...)
 	}
 }
-
-func (tw *teeWriter) Unwrap() http.ResponseWriter { return tw.ResponseWriter }

@@ -168,11 +168,9 @@ func (it *rpmItem) start(el xml.StartElement) *string {
 			return nil
 		}
 		it.hasSize = true
-		for _, a := range el.Attr {
-			if a.Name.Local == "package" && a.Name.Space == "" {
-				it.size = a.Value
-				return nil
-			}
+		if v, ok := attr(el, "package"); ok {
+			it.size = v
+			return nil
 		}
 		return &it.size
 	case "checksum":
@@ -180,11 +178,7 @@ func (it *rpmItem) start(el xml.StartElement) *string {
 			return nil
 		}
 		it.hasSum = true
-		for _, a := range el.Attr {
-			if a.Name.Local == "type" && a.Name.Space == "" {
-				it.sumType = a.Value
-			}
-		}
+		it.sumType, _ = attr(el, "type")
 		return &it.sum
 	}
 	return nil
@@ -221,3 +215,14 @@ func (t *tokenReader) Read(p []byte) (int, error) {
 }
 
 var _ io.ByteReader = (*tokenReader)(nil)
+
+// attr is the value of el's attribute name (in no namespace), if it has
+// one.
+func attr(el xml.StartElement, name string) (string, bool) {
+	for _, a := range el.Attr {
+		if a.Name.Local == name && a.Name.Space == "" {
+			return a.Value, true
+		}
+	}
+	return "", false
+}
