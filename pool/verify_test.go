@@ -470,8 +470,8 @@ func TestVerifyDropsAnEntryTwoMirrorsDispute(t *testing.T) {
 }
 
 // A learner asks a third mirror for an index only when the copy under way
-// will not be whole within the hedge interval at its pace: a copy that is
-// merely more than a second long costs no hedged copy.
+// will not be whole within hedgeHorizon at its pace: a copy that is merely
+// more than hedgeAfter long costs no hedged copy.
 func TestLearnerHedgesOnlyForASlowCopy(t *testing.T) {
 	pkgs := map[string][]byte{}
 	for i := range 3000 {
