@@ -14,8 +14,13 @@ import (
 	"github.com/caddy-refractor/refractor/providers/internal/source"
 )
 
-// The versions of repomd.xml in the testdata: each hash is the SHA-256 of
-// the text given here.
+// The samples in testdata have the shape of the real answers, element for
+// element (Fedora's MirrorManager: metalink 3.0 with its mm0 timestamp,
+// alternates, preference and location; openSUSE's MirrorCache: RFC 5854
+// with priority and location), written here from published examples: this
+// machine reaches no mirror network to save live ones. Their mirrors and
+// hashes are made up; the versions of repomd.xml they name hash the texts
+// given here.
 var (
 	fedoraCurrent = sha256.Sum256([]byte("fedora 41 updates repomd.xml 1795856400"))
 	fedoraAlt1    = sha256.Sum256([]byte("fedora 41 updates repomd.xml 1795770000"))
