@@ -264,7 +264,10 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, rel string
 	}
 	if !plain {
 		// Only a plain GET brings a file in; others read one coming.
-		if fill := h.cache.Filling(sum); known && fill != nil {
+		if !known {
+			return false, nil
+		}
+		if fill := h.cache.Filling(sum); fill != nil {
 			h.cacheHit()
 			return h.follow(w, r, rel, fill, expect, true)
 		}
@@ -305,9 +308,11 @@ func pendingKey(name, rel string) [32]byte {
 // follow serves r from a fill's growing file. expect gives the file's
 // hash, once known; saved tells whether the bytes are ones the Internet
 // did not send for this request. A full body is checked whole on its way
-// out (checkedBody), as the pool checks its own: if the fill fails under
-// it, it goes on from the mirrors, and a body that does not make the file
-// its index gives is aborted.
+// out (checkedBody), as the pool checks its own: a body that does not
+// make the file its index gives is aborted; if the fill fails under it, it
+// goes on from the mirrors, checked the same way. (A pending fill's body
+// whose hash is still unknown at its end is sent unchecked, as the pool
+// sends a file no index lists; one that fails under it is aborted.)
 func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fill *filecache.Fill, expect func() ([32]byte, bool), saved bool) (bool, error) {
 	defer fill.Release()
 	select {
@@ -340,7 +345,12 @@ func (h *Handler) follow(w http.ResponseWriter, r *http.Request, rel string, fil
 		return true, nil
 	}
 	if ferr != nil {
-		// The fill failed under this reader: go on from the mirrors.
+		// The fill failed under this reader: go on from the mirrors, if
+		// the whole can be checked (a pending fill's hash may be unknown:
+		// two mirrors' different files must not be joined unchecked).
+		if _, known := expect(); !known {
+			return true, fmt.Errorf("%w: cache fill failed, and the file's hash is not known: %v", pool.ErrAborted, ferr)
+		}
 		h.logger.Warn("cache fill failed; continuing from the mirrors", zap.String("path", rel), zap.Int64("offset", body.n), zap.Error(ferr))
 		if err := h.continueFrom(body, r, rel, body.n, fill.Size()); err != nil {
 			return true, err

@@ -49,7 +49,8 @@ type Fill struct {
 
 // Begin returns the fill in flight for the file of hash sum, or starts one
 // (leader true) if a file of size bytes fits within the store's bounds,
-// evicting what it must. It returns ErrCached if the file is complete
+// evicting what it must (a negative size begins a pending fill: see
+// BeginPending). It returns ErrCached if the file is complete
 // already, and an error if the file cannot be cached now (no room, or the
 // store cannot write). The caller holds a reference to the fill, which
 // keeps its file open for readers, until it calls Release; the leader's
@@ -153,23 +154,28 @@ func (f *Fill) Start(modified time.Time, size int64) error {
 	s := f.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// f.size and f.started change only here, in the leader's goroutine;
-	// f.mu is taken only to publish them (evictLocked takes it too).
+	// f.size, f.started and f.done change only in the leader's goroutine
+	// (here and in Finish); f.mu is taken to publish them (evictLocked
+	// takes it too).
+	f.mu.Lock()
+	done := f.done
+	f.mu.Unlock()
 	switch {
-	case f.started:
-		return errors.New("cache fill: started already")
+	case f.started || done:
+		return errors.New("cache fill: started or finished already")
 	case f.size >= 0 && size != f.size:
 		return fmt.Errorf("cache fill: length %d, want %d", size, f.size)
-	case f.size < 0 && (size < 0 || !s.evictLocked(size)):
+	case f.size < 0 && size < 0:
+		return errors.New("cache fill: a pending fill needs the file's length")
+	case f.size < 0 && !s.fitsLocked(size):
+		// A pending fill may never be kept (its hash may not come):
+		// it takes only room there is, and evicts nothing.
 		return errNoRoom
 	case f.size < 0:
 		s.reserved += size
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.done {
-		return errors.New("cache fill: finished already")
-	}
 	f.size, f.started, f.modified = size, true, modified
 	close(f.ready)
 	return nil
@@ -300,7 +306,8 @@ func (f *Fill) NewReader(ctx context.Context) *Reader {
 
 // Reader reads a fill's file as it grows: a read past the bytes written so
 // far waits for more. It is an io.ReadSeeker of the file's full size, for
-// http.ServeContent.
+// http.ServeContent, to be used once the fill has started (Ready, Started):
+// before, a pending fill's size is not known.
 type Reader struct {
 	f      *Fill
 	ctx    context.Context

@@ -293,34 +293,45 @@ func (s *Store) dropLocked(it *item) {
 	s.size -= it.size
 }
 
-// evictLocked removes least recently used files until need more bytes fit
-// within the bounds, and reports whether they do.
-func (s *Store) evictLocked(need int64) bool {
-	free, freeKnown := freeSpace(s.dir)
-	if freeKnown {
-		// The fills in flight will still write what they owe.
+// freeLocked is the free space of the store's file system, less what the
+// fills in flight will still write, and whether it is known.
+func (s *Store) freeLocked() (int64, bool) {
+	free, known := freeSpace(s.dir)
+	if known {
 		for _, f := range s.fills {
 			f.mu.Lock()
 			free -= max(f.size-f.written, 0) // a pending fill owes nothing yet
 			f.mu.Unlock()
 		}
 	}
+	return free, known
+}
+
+// fitsLocked reports whether need more bytes fit within the bounds now,
+// given free (freeLocked's).
+func (s *Store) fitsLocked(need int64) bool {
+	free, known := s.freeLocked()
+	return s.fitsIn(need, free, known)
+}
+
+func (s *Store) fitsIn(need, free int64, freeKnown bool) bool {
+	if s.opts.MaxSize > 0 && s.size+s.reserved+need > s.opts.MaxSize {
+		return false
+	}
+	return !freeKnown || free-need >= s.opts.MinFree
+}
+
+// evictLocked removes least recently used files until need more bytes fit
+// within the bounds, and reports whether they do.
+func (s *Store) evictLocked(need int64) bool {
+	free, freeKnown := s.freeLocked()
 	// Evicting everything would not make room for a new file: evict
 	// nothing. (With need 0, the store gives back what it can.)
 	if need > 0 && (s.opts.MaxSize > 0 && s.reserved+need > s.opts.MaxSize ||
 		freeKnown && free+s.size-need < s.opts.MinFree) {
 		return false
 	}
-	fits := func() bool {
-		if s.opts.MaxSize > 0 && s.size+s.reserved+need > s.opts.MaxSize {
-			return false
-		}
-		if freeKnown && free-need < s.opts.MinFree {
-			return false
-		}
-		return true
-	}
-	for !fits() {
+	for !s.fitsIn(need, free, freeKnown) {
 		back := s.lru.Back()
 		if back == nil {
 			return false

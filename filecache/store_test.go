@@ -287,3 +287,29 @@ func TestPendingFills(t *testing.T) {
 		t.Errorf("stats %+v: a file that is not the promised one is no write error, and nothing stays reserved", st)
 	}
 }
+
+// A pending fill may never be kept: it takes only the room there is,
+// evicting nothing, and a Start after its Finish reserves nothing.
+func TestPendingFillsEvictNothing(t *testing.T) {
+	s := open(t, t.TempDir(), Options{MaxSize: 10000})
+	kept := put(t, s, content(6000, 13))
+	f, _, _ := s.BeginPending(Sum{0xee})
+	if err := f.Start(time.Time{}, 6000); err == nil {
+		t.Error("a pending fill that does not fit started")
+	}
+	if !s.Has(kept) {
+		t.Error("a pending fill evicted a cached file")
+	}
+	f.Finish(errors.New("no room"))
+	f.Release()
+
+	g, _, _ := s.BeginPending(Sum{0xef})
+	g.Finish(errors.New("gone"))
+	if err := g.Start(time.Time{}, 100); err == nil {
+		t.Error("a finished fill started")
+	}
+	g.Release()
+	if st := s.Stats(); st.Reserved != 0 || st.Filling != 0 {
+		t.Errorf("stats %+v: nothing may stay reserved", st)
+	}
+}

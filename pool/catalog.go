@@ -210,6 +210,33 @@ func (c *catalog) waitLearners(ctx context.Context, patience time.Duration) {
 	}
 }
 
+// awaitFile waits until the catalog knows rel, or no index is being
+// learned, or patience after the newest learner began, or ctx ends.
+func (c *catalog) awaitFile(ctx context.Context, rel string, patience time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if _, ok := c.files[rel]; ok || len(c.learning) == 0 || ctx.Err() != nil {
+			return
+		}
+		var newest time.Time
+		for _, began := range c.learning {
+			if began.After(newest) {
+				newest = began
+			}
+		}
+		wait := time.Until(newest.Add(patience))
+		if wait <= 0 {
+			return
+		}
+		timer := time.AfterFunc(wait, c.broadcast)
+		stop := context.AfterFunc(ctx, c.broadcast)
+		c.cond.Wait() // a learner finished (broadcast), or time is up
+		timer.Stop()
+		stop()
+	}
+}
+
 func (c *catalog) broadcast() {
 	c.mu.Lock()
 	c.cond.Broadcast()

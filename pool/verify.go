@@ -341,7 +341,8 @@ func (p *Pool) Expect(ctx context.Context, rel string) (size int64, sum [32]byte
 // given up, or ctx ends): what a file fetched while they were tells at its
 // end.
 func (p *Pool) ExpectLearned(ctx context.Context, rel string) (size int64, sum [32]byte, ok bool) {
-	return p.expect(ctx, rel, learnTimeout)
+	p.catalog.awaitFile(ctx, rel, learnTimeout)
+	return p.expect(ctx, rel, 0)
 }
 
 func (p *Pool) expect(ctx context.Context, rel string, patience time.Duration) (size int64, sum [32]byte, ok bool) {
@@ -355,15 +356,21 @@ func (p *Pool) expect(ctx context.Context, rel string, patience time.Duration) (
 	return e.size, e.sum, true
 }
 
-// Learning reports whether rel is a package an index could list while the
-// pool is learning an index: its hash may be known by the end of its
-// transfer (a cold pool corroborating its databases), and a LAN cache
-// fills it pending.
+// Learning reports whether rel is a package whose index the pool is
+// learning: its hash may be known by the end of its transfer (a cold pool
+// corroborating its databases), and a LAN cache fills it pending. Where
+// the layout names the index (a pacman package's database, an RPM's
+// repomd.xml) it must be that one; elsewhere (apt) any.
 func (p *Pool) Learning(rel string) bool {
 	if p.cfg.SkipVerify || p.isChanging(rel) || !listable(rel) {
 		return false
 	}
-	p.catalog.mu.Lock()
-	defer p.catalog.mu.Unlock()
-	return len(p.catalog.learning) > 0
+	c := p.catalog
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if db := databaseOf(rel); db != "" {
+		_, ok := c.learning[db]
+		return ok
+	}
+	return len(c.learning) > 0
 }

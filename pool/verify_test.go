@@ -498,3 +498,26 @@ func TestLearnerHedgesOnlyForASlowCopy(t *testing.T) {
 		t.Errorf("the third mirror was asked %d times though the second's copy was on its way", n)
 	}
 }
+
+// A package counts as learning only while its own index is (where the
+// layout names it): a pending cache fill of a package no learner will
+// list would be fetched for nothing.
+func TestLearningIsThePackagesOwnIndex(t *testing.T) {
+	p := servePool(t, Config{})
+	p.catalog.mu.Lock()
+	p.catalog.learning["extra/os/x86_64/extra.db"] = time.Now()
+	p.catalog.mu.Unlock()
+	for rel, want := range map[string]bool{
+		"extra/os/x86_64/foo-1.0-1-x86_64.pkg.tar.zst": true,
+		"core/os/x86_64/foo-1.0-1-x86_64.pkg.tar.zst":  false,
+		"extra/os/x86_64/extra.db":                     false, // an index
+		"pool/main/f/foo/foo_1.0_all.deb":              true,  // apt: no index named by the layout
+	} {
+		if got := p.Learning(rel); got != want {
+			t.Errorf("Learning(%s) = %v, want %v", rel, got, want)
+		}
+	}
+	p.catalog.mu.Lock()
+	delete(p.catalog.learning, "extra/os/x86_64/extra.db")
+	p.catalog.mu.Unlock()
+}
