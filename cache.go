@@ -1,6 +1,7 @@
 package refractor
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -131,7 +132,7 @@ func (h *Handler) openCache() error {
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	minFree := cmpOr(c.MinFree, defaultMinFree)
+	minFree := cmp.Or(c.MinFree, defaultMinFree)
 	v, _, err := caches.LoadOrNew(dir, func() (caddy.Destructor, error) {
 		s, err := filecache.Open(dir, filecache.Options{MaxSize: c.MaxSize, MinFree: minFree, CreateTemp: cacheCreateTemp})
 		if err != nil {

@@ -1,6 +1,7 @@
 package refractor
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -244,7 +245,7 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 		}
 	}
 	var err error
-	h.store, err = openStateStore(h, learned, storage, h.storageID, h.Share, cmpOr(time.Duration(h.SaveInterval), defaultSaveInterval), h.logger)
+	h.store, err = openStateStore(h, learned, storage, h.storageID, h.Share, cmp.Or(time.Duration(h.SaveInterval), defaultSaveInterval), h.logger)
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
@@ -258,7 +259,7 @@ func defaultName(providerJSON []byte) string {
 	}
 	_ = json.Unmarshal(providerJSON, &head)
 	sum := sha256.Sum256(providerJSON)
-	return fmt.Sprintf("%s-%x", cmpOr(head.Source, "pool"), sum[:4])
+	return fmt.Sprintf("%s-%x", cmp.Or(head.Source, "pool"), sum[:4])
 }
 
 // Validate checks the configuration.
@@ -292,12 +293,12 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("%s: must not be negative", c.name)
 		}
 	}
-	workers := cmpOr(h.Workers, pool.DefaultWorkers)
+	workers := cmp.Or(h.Workers, pool.DefaultWorkers)
 	if h.Resign != nil && *h.Resign >= workers {
 		return fmt.Errorf("resign: %d must be less than workers (%d)", *h.Resign, workers)
 	}
-	if h.TrialSamples > cmpOr(h.Window, pool.DefaultWindow) {
-		return fmt.Errorf("trial: %d must not exceed window (%d)", h.TrialSamples, cmpOr(h.Window, pool.DefaultWindow))
+	if h.TrialSamples > cmp.Or(h.Window, pool.DefaultWindow) {
+		return fmt.Errorf("trial: %d must not exceed window (%d)", h.TrialSamples, cmp.Or(h.Window, pool.DefaultWindow))
 	}
 	for _, p := range h.ChangingPaths {
 		if _, err := pathMatch(p); err != nil {
@@ -352,13 +353,13 @@ func (h *Handler) poolConfig(provider pool.Provider, state *pool.State) pool.Con
 	// In the pool a zero means the default; an explicit zero here means
 	// none, which the pool spells as a negative number.
 	if h.Retries != nil {
-		cfg.Retries = cmpOr(*h.Retries, -1)
+		cfg.Retries = cmp.Or(*h.Retries, -1)
 	}
 	if h.SyncFile == "off" {
 		cfg.SyncFile = "-"
 	}
 	if h.Resign != nil {
-		cfg.Resign = cmpOr(*h.Resign, -1)
+		cfg.Resign = cmp.Or(*h.Resign, -1)
 	}
 	if h.obs != nil {
 		cfg.Observer = h.obs
@@ -457,14 +458,6 @@ func pathError(err error) error {
 		return caddyhttp.Error(http.StatusRequestURITooLong, err)
 	}
 	return caddyhttp.Error(http.StatusBadRequest, err)
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Interface guards.

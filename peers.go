@@ -1,6 +1,7 @@
 package refractor
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -60,7 +61,7 @@ type peerUse struct {
 // peers returns what h brings to peering: whether it advertises its cache
 // and which peers its pool takes.
 func (h *Handler) peerUse() peerUse {
-	u := peerUse{name: h.Name, static: h.Peers, pool: h.pool, load: cmpOr(h.PeerLoad, defaultPeerLoad)}
+	u := peerUse{name: h.Name, static: h.Peers, pool: h.pool, load: cmp.Or(h.PeerLoad, defaultPeerLoad)}
 	if h.PeerURL != "" && h.cache != nil && h.servesPeers() {
 		u.url, u.cache = h.PeerURL, h.cache
 	}
@@ -129,7 +130,7 @@ func (h *Handler) servePeer(w http.ResponseWriter, r *http.Request, via string) 
 	if h.cache == nil {
 		return caddyhttp.Error(http.StatusNotFound, errors.New("no cache"))
 	}
-	limit := int64(cmpOr(h.PeerLoad, defaultPeerLoad))
+	limit := int64(cmp.Or(h.PeerLoad, defaultPeerLoad))
 	if h.cache.peerActive.Add(1) > limit {
 		h.cache.peerActive.Add(-1)
 		w.Header().Set("Retry-After", "1")

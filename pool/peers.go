@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"encoding/hex"
 	"errors"
 	"net/http"
@@ -86,7 +87,7 @@ func (p *Pool) SetPeers(peers []Peer) {
 		case !ok && w.load == 0:
 			p.dropPeer(w)
 		case ok:
-			w.peer.holds, w.peer.files, w.peer.load = pr.Holds, pr.Files, cmpOr(pr.Load, DefaultPeerLoad)
+			w.peer.holds, w.peer.files, w.peer.load = pr.Holds, pr.Files, cmp.Or(pr.Load, DefaultPeerLoad)
 			delete(want, w.key)
 		}
 	}
@@ -104,7 +105,7 @@ func (p *Pool) SetPeers(peers []Peer) {
 			continue
 		}
 		p.guard.allow(u) // peers are LAN addresses by nature
-		w := &worker{mirror: u, key: key, stats: stats, joined: now, peer: &peerInfo{holds: pr.Holds, files: pr.Files, load: cmpOr(pr.Load, DefaultPeerLoad)}}
+		w := &worker{mirror: u, key: key, stats: stats, joined: now, peer: &peerInfo{holds: pr.Holds, files: pr.Files, load: cmp.Or(pr.Load, DefaultPeerLoad)}}
 		p.peers = append(p.peers, w)
 		p.log.Info("peer joined the pool", zap.String("peer", key))
 		p.handOver(w)
@@ -145,13 +146,4 @@ func declined(w *worker, err error) bool {
 	}
 	code, _, _ := strings.Cut(se.status, " ")
 	return slices.Contains([]string{"403", "404", "410", "503", "508"}, code)
-}
-
-// cmpOr is v, or def if v is zero.
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
