@@ -171,7 +171,7 @@ func (c *catalog) lookup(ctx context.Context, rel string, patience time.Duration
 	if e, ok := c.files[rel]; ok || !listable(rel) {
 		return e, ok
 	}
-	c.waitLearners(ctx, patience)
+	c.waitLearners(ctx, patience, nil)
 	e, ok := c.files[rel]
 	return e, ok
 }
@@ -185,11 +185,11 @@ func (c *catalog) known(rel string) (entry, bool) {
 }
 
 // waitLearners waits for the indexes being learned, until patience after
-// the newest learner began, or until ctx ends: a package asked for right
-// after its index waits a moment for it (learnWait); later ones, while a
-// slow mirror sends the second copy, do not wait at all. c.mu must be
-// held.
-func (c *catalog) waitLearners(ctx context.Context, patience time.Duration) {
+// the newest learner began, or until ctx ends, or until done (if not nil)
+// reports true: a package asked for right after its index waits a moment
+// for it (learnWait); later ones, while a slow mirror sends the second
+// copy, do not wait at all. c.mu must be held.
+func (c *catalog) waitLearners(ctx context.Context, patience time.Duration, done func() bool) {
 	var newest time.Time
 	for _, began := range c.learning {
 		if began.After(newest) {
@@ -205,36 +205,19 @@ func (c *catalog) waitLearners(ctx context.Context, patience time.Duration) {
 	defer timer.Stop()
 	stop := context.AfterFunc(ctx, c.broadcast)
 	defer stop()
-	for len(c.learning) > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
+	for len(c.learning) > 0 && ctx.Err() == nil && time.Now().Before(deadline) && (done == nil || !done()) {
 		c.cond.Wait()
 	}
 }
 
-// awaitFile waits until the catalog knows rel, or no index is being
-// learned, or patience after the newest learner began, or ctx ends.
+// awaitFile waits until the catalog knows rel, or as waitLearners does.
 func (c *catalog) awaitFile(ctx context.Context, rel string, patience time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for {
-		if _, ok := c.files[rel]; ok || len(c.learning) == 0 || ctx.Err() != nil {
-			return
-		}
-		var newest time.Time
-		for _, began := range c.learning {
-			if began.After(newest) {
-				newest = began
-			}
-		}
-		wait := time.Until(newest.Add(patience))
-		if wait <= 0 {
-			return
-		}
-		timer := time.AfterFunc(wait, c.broadcast)
-		stop := context.AfterFunc(ctx, c.broadcast)
-		c.cond.Wait() // a learner finished (broadcast), or time is up
-		timer.Stop()
-		stop()
-	}
+	c.waitLearners(ctx, patience, func() bool {
+		_, ok := c.files[rel]
+		return ok
+	})
 }
 
 func (c *catalog) broadcast() {
@@ -310,7 +293,7 @@ func (c *catalog) patched(ctx context.Context, rel string) string {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.waitLearners(ctx, learnWait)
+	c.waitLearners(ctx, learnWait, nil)
 	for _, ext := range []string{".xz", ".gz", ".bz2", ".zst", ""} {
 		pk := base + "/Packages" + ext
 		if e, ok := c.indexes[pk]; ok {
