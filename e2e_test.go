@@ -142,14 +142,14 @@ func newLoggedMirror(t *testing.T, prefix string, files map[string][]byte, rate 
 	sim := mirrorsim.New(mirrorsim.Config{Tree: mirrorsim.Files(files), Prefix: prefix, Rate: rate})
 	m := &loggedMirror{}
 	m.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rw := &recordingWriter{ResponseWriter: w}
+		rw := &countingWriter{ResponseWriter: w} // the handler's (cache.go)
 		sim.ServeHTTP(rw, r)
 		if rw.status == 0 {
 			rw.status = http.StatusOK
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		m.log = append(m.log, mirrorRequest{r.Method, strings.TrimPrefix(r.URL.Path, prefix), rw.status, rw.bytes})
+		m.log = append(m.log, mirrorRequest{r.Method, strings.TrimPrefix(r.URL.Path, prefix), rw.status, rw.n})
 	}))
 	m.base = m.URL + prefix
 	t.Cleanup(func() {
@@ -178,32 +178,6 @@ func (m *loggedMirror) served(match func(string) bool) map[string]int {
 	}
 	return out
 }
-
-// recordingWriter notes the status and body size of a response. Unwrap
-// lets the mirror flush and hijack the connection through it.
-type recordingWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *recordingWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *recordingWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
-}
-
-func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // startRefractor loads a Caddyfile that serves refractor, configured by
 // block, under prefix (such as "/archlinux") on 127.0.0.1 and localhost.
