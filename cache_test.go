@@ -340,17 +340,23 @@ func (f *fullDisk) Write(p []byte) (int, error) {
 	return f.File.Write(p)
 }
 
-// A full disk fails the cache's write, not the download: the clients
-// reading the fill go on from the mirrors, and nothing is cached.
-func TestCacheFullDiskFailsTheWriteNotTheDownload(t *testing.T) {
+// fullDiskAfter puts the caches the test opens on a disk that is full
+// after room bytes of each fill.
+func fullDiskAfter(t *testing.T, room int64) {
 	cacheCreateTemp = func(dir, pattern string) (filecache.File, error) {
 		f, err := os.CreateTemp(dir, pattern)
 		if err != nil {
 			return nil, err
 		}
-		return &fullDisk{File: f, room: 1 << 20}, nil
+		return &fullDisk{File: f, room: room}, nil
 	}
 	t.Cleanup(func() { cacheCreateTemp = nil })
+}
+
+// A full disk fails the cache's write, not the download: the clients
+// reading the fill go on from the mirrors, and nothing is cached.
+func TestCacheFullDiskFailsTheWriteNotTheDownload(t *testing.T) {
+	fullDiskAfter(t, 1<<20)
 	repo := newCacheRepo(4 << 20)
 	ms := repo.mirrors(t, 2)
 	for _, m := range ms {
@@ -515,14 +521,7 @@ func rangeLiar(t *testing.T, files map[string][]byte) *httptest.Server {
 // response is aborted rather than completed: never a wrong file that looks
 // whole.
 func TestCacheContinuationIsCheckedWhole(t *testing.T) {
-	cacheCreateTemp = func(dir, pattern string) (filecache.File, error) {
-		f, err := os.CreateTemp(dir, pattern)
-		if err != nil {
-			return nil, err
-		}
-		return &fullDisk{File: f, room: 1 << 20}, nil
-	}
-	t.Cleanup(func() { cacheCreateTemp = nil })
+	fullDiskAfter(t, 1<<20)
 	repo := newCacheRepo(4 << 20)
 	a, b := rangeLiar(t, repo.files), rangeLiar(t, repo.files)
 	dir := filepath.Join(t.TempDir(), "full")

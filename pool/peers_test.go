@@ -60,13 +60,20 @@ func sha256Hex(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// peerTestRepo is a database listing one package, name, of size bytes,
+// and two mirrors serving both.
+func peerTestRepo(t *testing.T, name string, size int) (pkgs map[string][]byte, a, b *testmirror.Mirror) {
+	t.Helper()
+	pkgs = map[string][]byte{name: testmirror.Content(name, size)}
+	db := pacmanDB(t, pkgs)
+	return pkgs, testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+}
+
 // A peer serves the files of known hash it holds, marked as from this
 // instance, and is never asked for an index.
 func TestPeerServesFilesOfKnownHash(t *testing.T) {
 	name := "big-1.0-1-x86_64.pkg.tar.zst"
-	pkgs := map[string][]byte{name: testmirror.Content(name, 1<<20)}
-	db := pacmanDB(t, pkgs)
-	a, b := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	pkgs, a, b := peerTestRepo(t, name, 1<<20)
 	a.SetRate(2 << 20)
 	b.SetRate(2 << 20)
 	peer := newPeerServer(t, pkgs, false)
@@ -107,9 +114,7 @@ func slicesContainsPeer(ws []WorkerStatus, key string) bool {
 // used up; the mirrors serve it.
 func TestPeerDeclineIsNoFailure(t *testing.T) {
 	name := "foo-1.0-1-x86_64.pkg.tar.zst"
-	pkgs := map[string][]byte{name: testmirror.Content(name, 300<<10)}
-	db := pacmanDB(t, pkgs)
-	a, b := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	pkgs, a, b := peerTestRepo(t, name, 300<<10)
 	empty := newPeerServer(t, nil, false)
 	p := servePool(t, Config{Retries: -1}, a, b) // retries 0
 	p.SetPeers([]Peer{{URL: empty.base()}})
@@ -137,9 +142,7 @@ func TestPeerDeclineIsNoFailure(t *testing.T) {
 // the client gets the file intact from a mirror.
 func TestLyingPeerIsEvicted(t *testing.T) {
 	name := "foo-1.0-1-x86_64.pkg.tar.zst"
-	pkgs := map[string][]byte{name: testmirror.Content(name, 300<<10)}
-	db := pacmanDB(t, pkgs)
-	a, b := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	pkgs, a, b := peerTestRepo(t, name, 300<<10)
 	liar := newPeerServer(t, pkgs, true)
 	p := servePool(t, Config{}, a, b)
 	p.SetPeers([]Peer{{URL: liar.base()}})
@@ -165,9 +168,7 @@ func TestLyingPeerIsEvicted(t *testing.T) {
 // peer headers, and one it declines counts no failure.
 func TestPeerInASplitIsAskedAsAPeer(t *testing.T) {
 	name := "huge-1.0-1-x86_64.pkg.tar.zst"
-	pkgs := map[string][]byte{name: testmirror.Content(name, 40<<20)}
-	db := pacmanDB(t, pkgs)
-	a, b := testmirror.New(t, repoTree(db, pkgs)), testmirror.New(t, repoTree(db, pkgs))
+	pkgs, a, b := peerTestRepo(t, name, 40<<20)
 	a.SetRate(6 << 20)
 	b.SetRate(6 << 20)
 	peer := newPeerServer(t, pkgs, false)
