@@ -386,18 +386,26 @@ func (p *Pool) resignRule() resignRule {
 	return resignRule{workers: p.cfg.Workers, resign: p.cfg.Resign, trial: p.cfg.TrialSamples, good: p.cfg.GoodThroughput}
 }
 
-// resignIdle lets an idle worker that ranks among the slowest resign, so a
-// slow mirror cannot keep its place just by never being picked. It reports
-// whether one did. p.mu must be held.
+// resignIdle lets the idle workers that rank among the slowest resign, so
+// a slow mirror cannot keep its place just by never being picked, and a
+// pool beyond its size sheds its excess. It reports whether one did.
+// p.mu must be held.
 func (p *Pool) resignIdle() bool {
-	if p.closing {
-		return false
+	resigned := false
+	for !p.closing && p.resignOneIdle() { // each leaves a smaller pool: bounded by its size
+		resigned = true
 	}
+	return resigned
+}
+
+// resignOneIdle lets the first idle worker that should resign do so, and
+// reports whether one did. p.mu must be held.
+func (p *Pool) resignOneIdle() bool {
 	sts := p.standings()
 	for i, s := range sts {
 		if s.load == 0 && shouldResign(sts, i, p.resignRule()) {
 			p.remove(s.w, ReasonResigned)
-			return true // the pool is no longer full: one at a time
+			return true
 		}
 	}
 	return false

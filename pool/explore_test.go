@@ -14,10 +14,10 @@ import (
 )
 
 // coldPool starts a mirror of files for each rate (MiB/s), in that list
-// order, and a cold pool with a worker for each, served by the returned
-// front server (closed when the test ends). Peeks may take their time:
-// these tests are about what comes after.
-func coldPool(t *testing.T, files map[string][]byte, rates []float64) (*httptest.Server, []*testmirror.Mirror) {
+// order, and a cold pool of that many workers (0: one for each), served by
+// the returned front server (closed when the test ends). Peeks may take
+// their time: these tests are about what comes after.
+func coldPool(t *testing.T, files map[string][]byte, rates []float64, workers int) (*Pool, *httptest.Server, []*testmirror.Mirror) {
 	t.Helper()
 	var mirrors []*testmirror.Mirror
 	var list []Candidate
@@ -27,16 +27,19 @@ func coldPool(t *testing.T, files map[string][]byte, rates []float64) (*httptest
 		mirrors = append(mirrors, m)
 		list = append(list, Candidate{URL: m.Base()})
 	}
+	if workers == 0 {
+		workers = len(rates)
+	}
 	p := startPool(t, Config{
-		Workers: len(rates), SyncFile: "-", PeekTimeout: 10 * time.Second, EvictAfter: 100,
+		Workers: workers, SyncFile: "-", PeekTimeout: 10 * time.Second, EvictAfter: 100,
 		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) { return list, nil }),
 	})
-	waitForWorkers(t, p, len(rates))
+	waitForWorkers(t, p, workers)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 	}))
 	t.Cleanup(front.Close)
-	return front, mirrors
+	return p, front, mirrors
 }
 
 // One client, one large file, a cold pool: the first mirror of the list is
@@ -50,8 +53,50 @@ func TestColdPoolFindsItsFastMirrorsDuringOneBigDownload(t *testing.T) {
 	// In list order: a middling one first, then slow and fast ones mixed.
 	rates := []float64{1.2, 0.2, 6, 0.3, 4, 0.4, 3, 2} // MiB/s
 	fastest := map[int]bool{2: true, 4: true, 6: true, 7: true}
-	front, mirrors := coldPool(t, files, rates)
+	_, front, mirrors := coldPool(t, files, rates, 0)
+	fastMirrorsCarryTheFile(t, front, mirrors, fastest, name, files[name])
+}
 
+// The same when the pool is smaller than the list and the four fastest
+// mirrors are its last: they are not in the pool when the transfer starts.
+// The pool must explore beyond its size while it learns, rather than
+// rotate two slow mirrors at a time through it.
+func TestColdPoolFindsFastMirrorsOutsideItDuringOneBigDownload(t *testing.T) {
+	const name = "extra/os/x86_64/firmware-1.0-1-any.pkg.tar.zst"
+	files := map[string][]byte{name: testmirror.Content(name, 64<<20)}
+	rates := []float64{1.5, 1, 0.75, 1.2, 0.5, 1, 0.6, 0.8, 6, 4, 3, 2} // MiB/s
+	fastest := map[int]bool{8: true, 9: true, 10: true, 11: true}
+	p, front, mirrors := coldPool(t, files, rates, 8)
+	fastMirrorsCarryTheFile(t, front, mirrors, fastest, name, files[name])
+	// The surge is over: the slowest left, the pool is back to its size
+	// and holds the four fastest.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := p.Status()
+		in := map[string]bool{}
+		for _, w := range st.Workers {
+			in[w.Mirror] = true
+		}
+		all := true
+		for i := range fastest {
+			all = all && in[mirrors[i].Base()]
+		}
+		if len(st.Workers) == 8 && all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the download the pool has %d workers (want 8, the four fastest among them): %+v", len(st.Workers), st.Workers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fastMirrorsCarryTheFile downloads the file name (whose bytes are want)
+// through front and checks that from 3 s after the transfer's start the
+// mirrors marked fastest send at least 80% of what the mirrors send, and
+// that the client gets the file whole.
+func fastMirrorsCarryTheFile(t *testing.T, front *httptest.Server, mirrors []*testmirror.Mirror, fastest map[int]bool, name string, want []byte) {
+	t.Helper()
 	sent := func() (fast, all int64) {
 		for i, m := range mirrors {
 			n := m.BytesSent()
@@ -110,8 +155,8 @@ func TestColdPoolFindsItsFastMirrorsDuringOneBigDownload(t *testing.T) {
 		r := <-done
 		got = &r
 	}
-	if got.err != nil || !bytes.Equal(got.body, files[name]) {
-		t.Fatalf("got %d of %d bytes (err %v), or not the file's", len(got.body), len(files[name]), got.err)
+	if got.err != nil || !bytes.Equal(got.body, want) {
+		t.Fatalf("got %d of %d bytes (err %v), or not the file's", len(got.body), len(want), got.err)
 	}
 }
 
@@ -152,7 +197,7 @@ func TestChunkLags(t *testing.T) {
 func TestExplorersCarryTheHeadWhileNoneIsRanked(t *testing.T) {
 	const name = "extra/os/x86_64/game-1.0-1-any.pkg.tar.zst"
 	files := map[string][]byte{name: testmirror.Content(name, 48<<20)}
-	front, _ := coldPool(t, files, []float64{0.2, 0.2, 0.2, 0.2})
+	_, front, _ := coldPool(t, files, []float64{0.2, 0.2, 0.2, 0.2}, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a bound: 10 s of reading, and the wait for one more byte
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/"+name, nil)

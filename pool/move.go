@@ -77,18 +77,6 @@ func (p *Pool) spare() []standing {
 	return p.standings()
 }
 
-// Exploration: while one large transfer runs and workers on trial sit idle
-// (a cold pool with a single client), they fetch chunks of it as their
-// trial (split.go), so the pool finds its fast mirrors within seconds and
-// the rest of the file moves to them. Only a transfer with at least this
-// much left is explored.
-const exploreMinRemaining = 16 << 20
-
-// exploreChunk is the size of an explorer's chunks: each is a sample (at
-// least the default min_sample), small enough that a slow mirror shows
-// itself, and is overtaken, soon.
-const exploreChunk = 512 << 10
-
 // measured records mv's latest rate (0 if the client, not the mirror, is
 // the bottleneck) and what it has left, and reserves idle workers that
 // would finish it much sooner, if no request is waiting for them. It

@@ -66,6 +66,8 @@ type Pool struct {
 	provider  ProviderStatus
 	movables  map[*movable]struct{} // transfers a faster worker may finish
 	scratch   []standing            // see standings
+	exploring int                   // explored transfers under way (explore.go)
+	surgeDry  bool                  // the provider had nothing new for a surge (explore.go)
 }
 
 // worker is one slot of the pool, bound to a mirror.

@@ -138,11 +138,21 @@ type resignRule struct {
 
 // shouldResign applies the resignation rule to sts[i]: when the pool is at
 // full strength and enough of it is ranked, a ranked worker among the
-// bottom resign whose score is below good resigns.
+// bottom resign whose score is below good resigns. A pool beyond its size
+// (a surge: explore.go) also sheds its excess, the slowest first, good or
+// not.
 func shouldResign(sts []standing, i int, r resignRule) bool {
 	s := sts[i]
 	sts = mirrorsOf(sts)
-	if s.peer || len(sts) < r.workers || !s.ranked(r.trial) || s.probation > 0 || s.score >= r.good {
+	excess := len(sts) - r.workers
+	if s.peer || excess < 0 || !s.ranked(r.trial) || s.probation > 0 {
+		return false
+	}
+	bottom := r.resign
+	if s.score >= r.good {
+		bottom = 0
+	}
+	if bottom = max(bottom, excess); bottom == 0 {
 		return false
 	}
 	// Workers still on trial cannot resign, but what they have shown so
@@ -162,7 +172,7 @@ func shouldResign(sts []standing, i int, r resignRule) bool {
 	if ranked <= r.resign || ranked*2 < r.workers {
 		return false
 	}
-	return below < r.resign
+	return below < bottom
 }
 
 // idleHelpers lists, best first, up to n idle ranked workers that wt

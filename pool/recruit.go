@@ -9,11 +9,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// missing is how many workers the pool lacks.
+// missing is how many workers the pool lacks: its size, and its surge
+// while it explores (explore.go).
 func (p *Pool) missing() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.cfg.Workers - len(p.workers)
+	return p.cfg.Workers + p.surge() - len(p.workers)
 }
 
 // Backoff bounds of the recruiter when the provider fails or has nothing new.
@@ -132,6 +133,11 @@ func (p *Pool) recruit(need int) []*worker {
 		}
 		joined = append(joined, w)
 	}
+	if len(joined) < need {
+		p.mu.Lock()
+		p.noteSurgeDry()
+		p.mu.Unlock()
+	}
 	return joined
 }
 
@@ -211,8 +217,9 @@ func (p *Pool) admitMembers(cands []member) []*worker {
 	p.updateProbes(cands)
 	var joined []*worker
 	now := time.Now()
+	size := p.cfg.Workers + p.surge()
 	for _, c := range p.byPrior(cands) {
-		if p.closing || len(p.workers) >= p.cfg.Workers {
+		if p.closing || len(p.workers) >= size {
 			break
 		}
 		u, err := ParseMirrorURL(c.URL)

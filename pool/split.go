@@ -104,6 +104,10 @@ func (c *chunk) size() int { return int(c.last - c.first + 1) }
 func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	ctx, cancel := context.WithCancelCause(t.r.Context())
 	defer cancel(nil)
+	if t.last+1-t.next >= exploreMinRemaining {
+		t.p.beginExplore()
+		defer t.p.endExplore()
+	}
 	s := &splitter{
 		t: t, ctx: ctx, cancel: cancel,
 		next:      t.next,
