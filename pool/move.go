@@ -90,6 +90,12 @@ func (p *Pool) measured(mv *movable, rate float64, remaining int64) []standing {
 	}
 	sts := p.spare()
 	helpers := idleHelpers(sts, mv.want, p.cfg.Split, rate/helperShare, p.cfg.TrialSamples)
+	// The mirror streaming now keeps a place among the split's fetchers if
+	// it is faster than the last helper: it would be left out otherwise,
+	// the fastest of them all, as soon as a pool has ranked enough mirrors.
+	if len(helpers) == p.cfg.Split && p.cfg.Split > 1 && rate > helpers[len(helpers)-1].score {
+		helpers = helpers[:len(helpers)-1]
+	}
 	scores := make([]float64, len(helpers))
 	for i, h := range helpers {
 		scores[i] = h.score

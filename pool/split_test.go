@@ -191,3 +191,40 @@ func TestSplitClientGoneFreesWorkers(t *testing.T) {
 	cancel()
 	waitIdle(t, s.p)
 }
+
+// A transfer that streams from the fastest mirror, with Split ranked
+// helpers idle that are slower than it: when it splits, that mirror stays
+// among the fetchers (before, the split took Split helpers and left the
+// fastest mirror out).
+func TestSplitKeepsTheFastestMirror(t *testing.T) {
+	files := map[string][]byte{splitFile: testmirror.Content(splitFile, 48<<20)}
+	fast := testmirror.New(t, files)
+	fast.SetRate(8 << 20)
+	bases := []string{fast.Base()}
+	var helpers []*testmirror.Mirror
+	for range 4 {
+		m := testmirror.New(t, files)
+		m.SetRate(3 << 20)
+		helpers = append(helpers, m)
+		bases = append(bases, m.Base())
+	}
+	p := startPool(t, Config{Workers: 5, Split: 4, TrialSamples: 1, Resign: -1, EvictAfter: 100, PeekTimeout: 10 * time.Second}, bases...)
+	waitForWorkers(t, p, 5)
+	setSamples(t, p, fast.Base(), 8<<20)
+	for _, m := range helpers {
+		setSamples(t, p, m.Base(), 3<<20)
+	}
+	rec, err := serve(t, p, nil, splitFile)
+	if err != nil || !bytes.Equal(rec.Body.Bytes(), files[splitFile]) {
+		t.Fatalf("got %d bytes of %d (Serve: %v), or not the file's", rec.Body.Len(), len(files[splitFile]), err)
+	}
+	all := fast.BytesSent()
+	for _, m := range helpers {
+		all += m.BytesSent()
+	}
+	share := float64(fast.BytesSent()) / float64(all)
+	t.Logf("the fastest mirror sent %.0f%% of %d bytes", 100*share, all)
+	if share < 0.35 {
+		t.Errorf("the fastest mirror sent %.0f%% of the bytes, want at least 35%% (8 of the 20 MiB/s the five have)", 100*share)
+	}
+}
