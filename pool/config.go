@@ -54,7 +54,8 @@ var DefaultChangingPaths = []string{
 
 // Config holds a pool's knobs. The zero value of each field means its default.
 type Config struct {
-	// Workers is how many workers (mirrors) the pool keeps.
+	// Workers is how many workers (mirrors) the pool keeps; up to twice
+	// as many while it surges (explore.go).
 	Workers int
 	// GoodThroughput, in bytes per second: a mirror at least this fast
 	// never resigns.
@@ -138,6 +139,11 @@ type Config struct {
 	// pool's own transport (which follows Upstream and the outbound rules
 	// of outbound.go); tests use it to shape traffic.
 	Transport http.RoundTripper
+
+	// serialTrials turns the parallel trials (trial.go) off: the tests
+	// that count a mirror's requests, or in which mirrors are tried in
+	// the list's order, set it.
+	serialTrials bool
 	// State is the learned state to start from and to keep learning into,
 	// per mirror, shared with the other pools that use it; nil means a new
 	// State.

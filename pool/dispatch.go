@@ -322,6 +322,7 @@ type outcome struct {
 	elapsed time.Duration // time the mirror was busy, client writes excluded
 	success bool          // the transfer completed: a throughput sample
 	failed  bool          // the mirror failed: a bad sample
+	alone   bool          // with success: a sample however small (a parallel trial: trial.go)
 }
 
 // record adds o to stats and reports whether it made a sample. p.mu must
@@ -336,7 +337,11 @@ func (p *Pool) record(mirror string, stats *mirrorStats, o outcome) bool {
 		stats.addFailure(p.cfg.PeekTimeout)
 		scored = true
 	case o.success:
-		scored = stats.addTransfer(o.bytes, o.elapsed, p.cfg.MinSampleBytes)
+		minBytes := p.cfg.MinSampleBytes
+		if o.alone {
+			minBytes = 0
+		}
+		scored = stats.addTransfer(o.bytes, o.elapsed, minBytes)
 	}
 	score := stats.score()
 	p.state.mu.Unlock()

@@ -250,7 +250,7 @@ func TestMisbehaveUnexpected4xx(t *testing.T) {
 		http.Error(w, "451 Unavailable For Legal Reasons", http.StatusUnavailableForLegalReasons)
 	})
 	good := testmirror.New(t, files)
-	p := mbStartPool(t, Config{}, unauth.base(), legal.base(), good.Base())
+	p := mbStartPool(t, Config{serialTrials: true}, unauth.base(), legal.base(), good.Base())
 	for i := 1; i <= 10; i++ {
 		rec, err := serve(t, p, nil, pkgName)
 		mbWantPackage(t, i, rec, err, files[pkgName])
@@ -348,9 +348,11 @@ func TestMisbehaveShortPartialContent(t *testing.T) {
 		return content[first : first+(last-first+1)/2]
 	})
 	c := testmirror.New(t, files)
-	p := mbStartPool(t, Config{PeekSize: 64 << 10}, a.Base(), b.base(), c.Base())
-	// One sample: B is still on trial (A, first, takes the new request),
-	// but ranks above C for committed work, so B continues first.
+	p := mbStartPool(t, Config{serialTrials: true, PeekSize: 64 << 10}, a.Base(), b.base(), c.Base())
+	// One sample each: A and B are still on trial, A showed the better
+	// pace (it takes the new request), and B ranks above C for committed
+	// work, so B continues first.
+	setSamples(t, p, a.Base(), 20<<20)
 	setSamples(t, p, b.base(), 10<<20)
 	rec, err := serve(t, p, nil, pkgName)
 	if ranges.Load() == 0 {

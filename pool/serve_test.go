@@ -252,7 +252,7 @@ func TestServeRetriesExhausted(t *testing.T) {
 			for _, m := range ms {
 				m.SetFault(testmirror.Status500, pkgName, 0)
 			}
-			p := servePool(t, Config{Retries: retries, SkipVerify: true}, ms...) // it counts every request
+			p := servePool(t, Config{serialTrials: true, Retries: retries, SkipVerify: true}, ms...) // it counts every request
 			rec, err := serve(t, p, nil, pkgName)
 			e := wantError(t, err, http.StatusBadGateway)
 			for i, m := range ms {
@@ -282,7 +282,7 @@ func btoi(b bool) int {
 // is not held against a mirror.
 func TestServeAllNotFound(t *testing.T) {
 	a, b := testmirror.New(t, nil), testmirror.New(t, nil)
-	p := servePool(t, Config{}, a, b)
+	p := servePool(t, Config{serialTrials: true}, a, b)
 	_, err := serve(t, p, nil, "core/os/x86_64/core.db.sig")
 	wantError(t, err, http.StatusNotFound)
 	for _, m := range []*testmirror.Mirror{a, b} {
@@ -323,7 +323,7 @@ func TestServePeekTimeoutRequeues(t *testing.T) {
 	// Retries 1: the fast mirror's attempt is the last, so however loaded
 	// the machine, it has no peek timeout to miss.
 	p := servePool(t, Config{Retries: 1, PeekSize: 256 << 10, PeekTimeout: 200 * time.Millisecond, Observer: obs, SkipVerify: true}, slow, fast)
-	setSamples(t, p, fast.Base(), 10<<20) // known to be faster: a peek timeout counts
+	setSamples(t, p, fast.Base(), 10<<20, 10<<20, 10<<20) // ranked, known to be faster: the slow one is tried first, and its peek timeout counts
 	rec, err := serve(t, p, nil, pkgName)
 	wantFile(t, rec, err, fast, files[pkgName])
 	if slow.Requests() != 1 {
@@ -347,7 +347,7 @@ func TestServeLastAttemptHasNoPeekTimeout(t *testing.T) {
 	last.SetRate(256 << 10) // the peek needs about 0.5 s
 	obs := &recorder{}
 	p := servePool(t, Config{Retries: 1, PeekSize: 128 << 10, PeekTimeout: 100 * time.Millisecond, Observer: obs}, first, last)
-	setSamples(t, p, last.Base(), 10<<20) // thought faster: the first attempt's peek timeout counts
+	setSamples(t, p, last.Base(), 10<<20, 10<<20, 10<<20) // ranked, thought faster: the first is tried first, and its peek timeout counts
 	rec, err := serve(t, p, nil, pkgName)
 	wantFile(t, rec, err, last, files[pkgName])
 	if f := obs.events(&obs.failed); len(f) != 1 || f[0].mirror != first.Base() || f[0].reason != "peek_timeout" {
@@ -537,8 +537,9 @@ func TestServeLastUntriedMirrorHasNoPeekTimeout(t *testing.T) {
 			ms = append(ms, m)
 		}
 		p := servePool(t, Config{Retries: 3, PeekSize: 128 << 10, PeekTimeout: 100 * time.Millisecond}, ms...)
-		// The last is thought faster, so the first one's peek times out.
-		setSamples(t, p, ms[n-1].Base(), 10<<20)
+		// The last is ranked and thought faster: the first, on trial, is
+		// tried first, and its peek times out.
+		setSamples(t, p, ms[n-1].Base(), 10<<20, 10<<20, 10<<20)
 		rec, err := serve(t, p, nil, pkgName)
 		wantFile(t, rec, err, ms[n-1], files[pkgName])
 	}

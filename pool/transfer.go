@@ -128,6 +128,9 @@ func (t *transfer) run() error {
 		}
 		t.attempts++
 		t.tried[w.key] = true
+		if t.attempts == 1 {
+			p.parallelTrials(w, t)
+		}
 		// The last chance is not held to the peek timeout: better a slow
 		// download than none.
 		lastChance := t.nfailed >= p.cfg.Retries || p.untriedLeft(t.tried) == 0
