@@ -376,11 +376,13 @@ func TestAptVerifiesAgainstTheIndex(t *testing.T) {
 		tree:     tree,
 		isPkg:    func(p string) bool { return strings.HasSuffix(p, ".deb") },
 		listLine: func(base string) string { return base },
-		// As TestAptThroughRefractor: no lastsync on Debian mirrors, and a
-		// short trial so that apt's one-at-a-time requests reach every
-		// mirror.
+		// As TestAptThroughRefractor: no lastsync on Debian mirrors. The
+		// default trial: the liar, listed first, is asked for packages
+		// while the others are still on trial (with trial 1, their
+		// parallel trials ranked them at once, and the liar, which had
+		// served only tiny indexes, resigned before any package).
 		block: func(workers int, listFile string) string {
-			return fmt.Sprintf("workers %d\nsync_file off\ntrial 1\nmin_sample 64KiB\nprovider list %s", workers, listFile)
+			return fmt.Sprintf("workers %d\nsync_file off\nprovider list %s", workers, listFile)
 		},
 		want:      want,
 		complaint: regexp.MustCompile(`(?i)hash sum mismatch|hashes of expected file|unexpected size|corrupt`),

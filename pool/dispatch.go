@@ -174,7 +174,9 @@ func (p *Pool) release(w *worker, o outcome) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.free(w)
-	w.served++
+	if !o.trial {
+		w.served++
+	}
 	if p.record(w.key, w.stats, o) {
 		p.sampled(w)
 	}
@@ -322,7 +324,7 @@ type outcome struct {
 	elapsed time.Duration // time the mirror was busy, client writes excluded
 	success bool          // the transfer completed: a throughput sample
 	failed  bool          // the mirror failed: a bad sample
-	alone   bool          // with success: a sample however small (a parallel trial: trial.go)
+	trial   bool          // a parallel trial's (trial.go): a sample however small, and no transfer served
 }
 
 // record adds o to stats and reports whether it made a sample. p.mu must
@@ -338,7 +340,7 @@ func (p *Pool) record(mirror string, stats *mirrorStats, o outcome) bool {
 		scored = true
 	case o.success:
 		minBytes := p.cfg.MinSampleBytes
-		if o.alone {
+		if o.trial {
 			minBytes = 0
 		}
 		scored = stats.addTransfer(o.bytes, o.elapsed, minBytes)

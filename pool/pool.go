@@ -96,6 +96,8 @@ type worker struct {
 	// half the pace of a faster fetcher, which took its chunk over; that
 	// ends its trial. Guarded by Pool.mu.
 	overtaken bool
+	// trialed: it made its parallel trial (trial.go). Guarded by Pool.mu.
+	trialed bool
 	// peer is set for a peer's worker (peers.go).
 	peer *peerInfo
 }

@@ -98,9 +98,7 @@ func knownFresh(sts []standing, key string) bool {
 // ranges give trials enough), for a large file (its explorers will try
 // the workers on trial with its ranges), or a ranked peer may serve it (a
 // file a peer holds is not the Internet's to carry for a mirror's trial);
-// else the best ranked. Among workers on trial, a peer goes first (it
-// spares the Internet), then the one that showed the best pace so far
-// (parallel trials: trial.go), then the first to join.
+// else the best ranked.
 func pick(sts []standing, wt want, trial int) *worker {
 	var newest time.Time
 	if wt.fresh {
@@ -108,13 +106,8 @@ func pick(sts []standing, wt want, trial int) *worker {
 	}
 	trials := len(wt.exclude) == 0 && !wt.committed && !wt.fresh && !wt.large &&
 		!slices.ContainsFunc(sts, func(s standing) bool { return s.peer && s.idle() && s.ranked(trial) && wt.allows(s, newest) })
-	// A worker's claim: on trial (a peer's above a mirror's), then score.
-	type claim struct {
-		onTrial int
-		score   float64
-	}
 	var best *worker
-	var bestClaim claim
+	var bestScore float64
 	for _, s := range sts {
 		if !s.idle() || !wt.allows(s, newest) {
 			continue
@@ -122,16 +115,18 @@ func pick(sts []standing, wt want, trial int) *worker {
 		if s.key == wt.prefer {
 			return s.w
 		}
-		c := claim{score: s.score}
+		score := s.score
 		if !s.ranked(trial) && (trials || s.peer) {
-			c.onTrial = 1 + int(btof(s.peer))
+			score = inf
 		}
-		if best == nil || c.onTrial > bestClaim.onTrial || c.onTrial == bestClaim.onTrial && c.score > bestClaim.score {
-			best, bestClaim = s.w, c
+		if best == nil || score > bestScore {
+			best, bestScore = s.w, score
 		}
 	}
 	return best
 }
+
+const inf = 1e300
 
 // resignRule holds the knobs of shouldResign.
 type resignRule struct {

@@ -15,15 +15,19 @@ import (
 // after the other (its databases first) would wait for each on whichever
 // mirror comes first in the provider's order, slow or not, and the pool
 // would learn one mirror a file. So when a request goes to a mirror on
-// trial, every idle mirror of the pool that has never served fetches the
-// head of the same file alongside, once: each makes a sample, all at once,
-// within trialTimeout. The next requests go to the fastest of them (pick
-// orders workers on trial by what they showed), and the slowest wait for
-// their turn: every mirror is still measured, in parallel rather than in
-// series.
+// trial, every idle mirror of the pool that has never served and may serve
+// that file (only fresh ones for an index) fetches its head alongside,
+// once: each makes a sample, all at once, within trialTimeout. Requests
+// that go to the best worker (indexes, large files, retries, committed
+// work) then go to the fastest of them; new requests still give the
+// workers on trial their turns in the provider's order (its prior), so
+// every mirror is measured, in parallel rather than in series.
 const (
 	trialBytes   = exploreChunk    // what a parallel trial fetches: a sample at the default min_sample
 	trialTimeout = 2 * time.Second // a mirror slower than trialBytes in this long shows it by the bytes it sent
+	// trialMinBytes: a trial that brought less (a tiny file) showed the
+	// mirror's latency, not its bandwidth, and makes no sample.
+	trialMinBytes = 64 << 10
 )
 
 // parallelTrials starts the parallel trials for t's file when w, just
@@ -41,10 +45,16 @@ func (p *Pool) parallelTrials(w *worker, t *transfer) {
 	if i := find(sts, w); i < 0 || sts[i].ranked(p.cfg.TrialSamples) {
 		return
 	}
+	wt := t.want()
+	var newest time.Time
+	if wt.fresh {
+		newest = newestSync(sts, wt.exclude)
+	}
 	for _, s := range mirrorsOf(sts) {
-		if s.w == w || !s.idle() || s.served > 0 || s.samples > 0 {
+		if s.w == w || !s.idle() || s.w.trialed || s.served > 0 || s.samples > 0 || !wt.allows(s, newest) {
 			continue
 		}
+		s.w.trialed = true
 		p.claim(s.w)
 		p.wg.Add(1)
 		go p.trial(s.w, t.rel, t.r.Header["User-Agent"])
@@ -56,41 +66,46 @@ func (p *Pool) parallelTrials(w *worker, t *transfer) {
 // it, and the requests it serves later judge it.
 func (p *Pool) trial(w *worker, rel string, userAgent []string) {
 	defer p.wg.Done()
-	o, err := p.fetchTrial(w, rel, userAgent)
-	if err != nil {
+	o := outcome{trial: true}
+	n, d, err := p.fetchTrial(w, rel, userAgent)
+	switch {
+	case n >= trialMinBytes: // a slow mirror cut short by the timeout still shows its pace
+		o.success, o.bytes, o.elapsed = true, n, d
+	case err != nil:
 		p.log.Debug("parallel trial failed", zap.String("mirror", w.key), zap.String("path", rel), zap.Error(err))
 	}
 	p.release(w, o)
 }
 
 // fetchTrial fetches up to trialBytes of the head of rel from w's mirror,
-// for at most trialTimeout, and returns what it showed.
-func (p *Pool) fetchTrial(w *worker, rel string, userAgent []string) (outcome, error) {
+// for at most trialTimeout. It returns the bytes received and the time
+// they count for in a sample (for a file below min_sample, part of the
+// wait for the headers, as for any small transfer).
+func (p *Pool) fetchTrial(w *worker, rel string, userAgent []string) (int64, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(p.halt, trialTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fileURL(w.mirror, rel), nil)
 	if err != nil {
-		return outcome{}, fmt.Errorf("building request: %w", err)
+		return 0, 0, fmt.Errorf("building request: %w", err)
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=0-%d", trialBytes-1))
 	req.Header["User-Agent"] = userAgent // the client's, or none (not Go's)
 	began := time.Now()
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return outcome{}, fmt.Errorf("request: %w", err)
+		return 0, 0, fmt.Errorf("request: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
-		return outcome{}, &statusError{resp.Status}
+		return 0, 0, &statusError{resp.Status}
+	}
+	if isHTML(resp) {
+		return 0, 0, errHTML
 	}
 	wait := time.Since(began)
 	n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, trialBytes))
-	body := time.Since(began) - wait
-	if n == 0 {
-		return outcome{}, fmt.Errorf("body: %w", err)
+	if err != nil {
+		err = fmt.Errorf("body: %w", err)
 	}
-	// A slow mirror cut short by the timeout still shows its pace.
-	// A small file makes a sample too: the pool has nothing better to go
-	// by (its wait for the headers is discounted as for any small one).
-	return outcome{success: true, alone: true, bytes: n, elapsed: transferTime(n, wait, body, p.cfg.MinSampleBytes)}, nil
+	return n, transferTime(n, wait, time.Since(began)-wait, p.cfg.MinSampleBytes), err
 }
