@@ -130,7 +130,7 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 		for {
 			select {
 			case <-tick.C:
-				s.judgeExplorers()
+				s.judgeFetchers()
 				s.broadcast()
 			case <-ctx.Done():
 				return
@@ -289,9 +289,9 @@ const headStall = 3 * time.Second
 // this long before a faster fetcher may take the rest of it over.
 const overtakeAfter = 500 * time.Millisecond
 
-// watch fails the fetch of the head chunk if it has stalled, and ends an
-// explorer's if the fastest fetcher would bring the rest of it far sooner
-// (it then leaves: the rest goes to the others). s.mu must be held.
+// watch fails the fetch of the head chunk if it has stalled, and ends it
+// if the fastest fetcher would bring the rest of it far sooner (its
+// fetcher then leaves: the rest goes to the others). s.mu must be held.
 func (s *splitter) watch(head *chunk) {
 	if head.cancel == nil {
 		return
@@ -301,23 +301,27 @@ func (s *splitter) watch(head *chunk) {
 		head.cancel = nil
 		return
 	}
-	if head.explorer && s.lags(head, time.Now()) {
+	if s.lags(head, time.Now()) {
 		head.cancel(errOvertaken)
 		head.cancel = nil
 	}
 }
 
-// judgeExplorers ends the chunks of explorers that lag far behind the
-// fastest fetcher, wherever they are in the file: the explorer has shown
-// what it is (and leaves), and the rest of its chunk goes to a faster
-// fetcher. Waiting until its chunk is the one the client waits for would
-// keep a slow mirror in the pool, and a faster one out, for as long.
-func (s *splitter) judgeExplorers() {
+// judgeFetchers ends the chunks that lag far behind the fastest fetcher,
+// wherever they are in the file: the fetcher has shown what it is (and
+// leaves), and the rest of its chunk goes to a faster fetcher. An explorer
+// shows that it is slow; a ranked fetcher, that its mirror has turned
+// slow since its score was made, and its chunk, sized for that score,
+// would hold the client at the new pace. Waiting until the chunk is the
+// one the client waits for would keep a slow mirror in the pool, and a
+// faster one out, for as long. (A chunk sized for its fetcher's score
+// never lags while that score holds.)
+func (s *splitter) judgeFetchers() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	for _, c := range slices.Concat(s.chunks, s.tail) {
-		if c.explorer && c.cancel != nil && s.lags(c, now) {
+		if c.cancel != nil && s.lags(c, now) {
 			c.cancel(errOvertaken)
 			c.cancel = nil
 		}

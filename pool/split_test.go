@@ -228,3 +228,54 @@ func TestSplitKeepsTheFastestMirror(t *testing.T) {
 		t.Errorf("the fastest mirror sent %.0f%% of the bytes, want at least 35%% (8 of the 20 MiB/s the five have)", 100*share)
 	}
 }
+
+// A ranked fetcher whose mirror turns slow in the middle of its chunk (a
+// mirror that degrades) loses the chunk to the faster fetchers, as a slow
+// explorer does, and leaves the transfer. Before, it went on at the new
+// pace, with chunks sized for the old one (2 MiB, at 1 MiB/s: the client
+// held for 2 s at a time), and took chunk after chunk.
+func TestSplitFetcherThatTurnsSlowIsOvertaken(t *testing.T) {
+	files := map[string][]byte{splitFile: testmirror.Content(splitFile, 64<<20)}
+	var ms []*testmirror.Mirror
+	var bases []string
+	for range 3 {
+		m := testmirror.New(t, files)
+		m.SetRate(8 << 20)
+		ms = append(ms, m)
+		bases = append(bases, m.Base())
+	}
+	p := startPool(t, Config{Workers: 3, Split: 3, Resign: -1, EvictAfter: 100, PeekTimeout: 10 * time.Second}, bases...)
+	waitForWorkers(t, p, 3)
+	for i, m := range ms {
+		rate := float64(8 << 20)
+		if i == 0 {
+			rate *= 1.1 // the request starts on it
+		}
+		setSamples(t, p, m.Base(), rate, rate, rate)
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	}))
+	t.Cleanup(front.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/"+splitFile, nil)
+	resp, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Once the third mirror fetches a chunk, it turns slow: an eighth of
+	// its score, above the trickle rate.
+	slow := ms[2]
+	pollFor(t, 30*time.Second, "the third mirror to fetch a chunk", func() bool { return slow.Active() > 0 })
+	slow.SetRate(1 << 20)
+	asked := slow.Requests()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, files[splitFile]) {
+		t.Fatalf("got %d of %d bytes (err %v), or not the file's", len(body), len(files[splitFile]), err)
+	}
+	if more := slow.Requests() - asked; more > 0 {
+		t.Errorf("the mirror that turned slow was asked for %d more chunks: it kept fetching at its new pace", more)
+	}
+}
