@@ -15,9 +15,10 @@ import (
 
 // coldPool starts a mirror of files for each rate (MiB/s), in that list
 // order, and a cold pool of that many workers (0: one for each), served by
-// the returned front server (closed when the test ends). Peeks may take
-// their time: these tests are about what comes after.
-func coldPool(t *testing.T, files map[string][]byte, rates []float64, workers int) (*Pool, *httptest.Server, []*testmirror.Mirror) {
+// the returned front server (closed when the test ends), its config
+// changed by tweaks. Peeks may take their time: these tests are about
+// what comes after.
+func coldPool(t *testing.T, files map[string][]byte, rates []float64, workers int, tweaks ...func(*Config)) (*Pool, *httptest.Server, []*testmirror.Mirror) {
 	t.Helper()
 	var mirrors []*testmirror.Mirror
 	var list []Candidate
@@ -30,10 +31,14 @@ func coldPool(t *testing.T, files map[string][]byte, rates []float64, workers in
 	if workers == 0 {
 		workers = len(rates)
 	}
-	p := startPool(t, Config{
+	cfg := Config{
 		Workers: workers, SyncFile: "-", PeekTimeout: 10 * time.Second, EvictAfter: 100,
 		Provider: ProviderFunc(func(context.Context) ([]Candidate, error) { return list, nil }),
-	})
+	}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
+	p := startPool(t, cfg)
 	waitForWorkers(t, p, workers)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
@@ -70,10 +75,9 @@ func TestColdPoolFindsFastMirrorsOutsideItDuringOneBigDownload(t *testing.T) {
 	fastMirrorsCarryTheFile(t, front, mirrors, fastest, name, files[name])
 	// The surge is over: the slowest left, the pool is back to its size
 	// and holds the four fastest.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := p.Status()
+	pollFor(t, 10*time.Second, "the pool back to 8 workers, the four fastest among them", func() bool {
 		in := map[string]bool{}
+		st := p.Status()
 		for _, w := range st.Workers {
 			in[w.Mirror] = true
 		}
@@ -81,14 +85,8 @@ func TestColdPoolFindsFastMirrorsOutsideItDuringOneBigDownload(t *testing.T) {
 		for i := range fastest {
 			all = all && in[mirrors[i].Base()]
 		}
-		if len(st.Workers) == 8 && all {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the download the pool has %d workers (want 8, the four fastest among them): %+v", len(st.Workers), st.Workers)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(st.Workers) == 8 && all
+	})
 }
 
 // fastMirrorsCarryTheFile downloads the file name (whose bytes are want)

@@ -1,12 +1,9 @@
 package pool
 
 import (
-	"context"
-	"io"
+	"bytes"
 	"net/http"
-	"net/http/httptest"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,54 +21,27 @@ func TestParallelTrialsSendTheNextDatabaseToTheFastest(t *testing.T) {
 		first:  testmirror.Content(first, 128<<10),
 		second: testmirror.Content(second, 2<<20),
 	}
-	var mirrors []*testmirror.Mirror
-	var bases []string
-	for _, rate := range []float64{0.3, 0.2, 8, 1} { // MiB/s
-		m := testmirror.New(t, files)
-		m.SetRate(int(rate * (1 << 20)))
-		mirrors = append(mirrors, m)
-		bases = append(bases, m.Base())
-	}
 	// Not verified: the pool does not learn the databases (learning
 	// fetches copies from other mirrors, which would measure them too).
-	p := startPool(t, Config{Workers: len(bases), SkipVerify: true, PeekTimeout: 10 * time.Second}, bases...)
-	waitForWorkers(t, p, len(bases))
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
-	}))
-	t.Cleanup(front.Close)
+	p, _, mirrors := coldPool(t, files, []float64{0.3, 0.2, 8, 1}, 0, func(c *Config) { c.SkipVerify = true })
 	get := func(name string) string {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/"+name, nil)
-		resp, err := front.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
+		rec, err := serve(t, p, nil, name)
+		if err != nil || rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), files[name]) {
+			t.Fatalf("%s: status %d, %d of %d bytes (Serve: %v), or not the file's", name, rec.Code, rec.Body.Len(), len(files[name]), err)
 		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || string(body) != string(files[name]) {
-			t.Fatalf("%s: got %d of %d bytes (err %v), or not the file's", name, len(body), len(files[name]), err)
-		}
-		return resp.Header.Get(MirrorHeader)
+		return rec.Header().Get(MirrorHeader)
 	}
 	if got := get(first); got != mirrors[0].Base() {
 		t.Fatalf("the first database came from %s, want the first mirror of the list", got)
 	}
 	// The fast mirror's trial ends long before the slow mirror's file.
 	fast := mirrors[2].Base()
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	pollFor(t, 5*time.Second, "the fast mirror's sample from its parallel trial", func() bool {
 		st := p.Status()
 		i := slices.IndexFunc(st.Workers, func(w WorkerStatus) bool { return w.Mirror == fast })
-		if i >= 0 && st.Workers[i].Samples > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the fast mirror made no sample while the first database came from the slow one: %+v", st.Workers)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return i >= 0 && st.Workers[i].Samples > 0
+	})
 	if got := get(second); got != fast {
 		t.Fatalf("the next database came from %s, want the fastest mirror %s", got, fast)
 	}
