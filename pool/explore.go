@@ -7,11 +7,14 @@ package pool
 //
 // A pool smaller than its provider's list may not hold its fast mirrors at
 // all when it starts, and rotating them in two slow mirrors at a time takes
-// many trials. So while a large transfer is explored and the pool has not
-// yet ranked a full pool's worth of mirrors, it surges: it takes up to
-// Workers more mirrors it never measured, which explore at once. Once
-// ranked, the slowest leave (shouldResign counts the excess), and the pool
-// is back to its size when the surge ends.
+// many trials. So while a large transfer has explorers and the pool has
+// ranked fewer than half its size (a cold pool: a warm one, whose rotation
+// keeps a few workers on trial, does not surge), it surges: it takes up to
+// Workers more mirrors from its provider, which explore at once. The surge
+// ends for good, until the next explored transfer, once half the pool is
+// ranked or the provider has nothing new. Once ranked, a mirror that at
+// least Workers measured mirrors beat leaves (shouldResign), until the pool
+// is back to its size.
 
 // exploreMinRemaining: only a transfer with at least this much left is
 // explored.
@@ -22,9 +25,9 @@ const exploreMinRemaining = 16 << 20
 // itself, and is overtaken, soon.
 const exploreChunk = 512 << 10
 
-// beginExplore registers a large transfer that explorers may help, and
-// wakes the recruiter: the pool may surge while it runs. The caller must
-// call endExplore when the transfer ends.
+// beginExplore registers a large transfer that explorers help, and wakes
+// the recruiter: the pool may surge while it runs. The caller must call
+// endExplore when the transfer ends.
 func (p *Pool) beginExplore() {
 	p.mu.Lock()
 	p.exploring++
@@ -43,10 +46,10 @@ func (p *Pool) endExplore() {
 }
 
 // surge is how many workers the pool may have beyond Workers now: Workers
-// more while a large transfer is explored, the pool has ranked fewer than
-// Workers of its mirrors, and the provider has had new mirrors to offer;
-// else none. A pool that does not rotate (resign 0) does not surge.
-// p.mu must be held.
+// more while a large transfer has explorers, the pool has ranked fewer
+// than half its size, and the provider has had new mirrors to offer; else
+// none. A pool that does not rotate (resign 0) does not surge. p.mu must
+// be held.
 func (p *Pool) surge() int {
 	if p.exploring == 0 || p.surgeDry || p.closing || p.cfg.Resign == 0 {
 		return 0
@@ -57,7 +60,8 @@ func (p *Pool) surge() int {
 			ranked++
 		}
 	}
-	if ranked >= p.cfg.Workers {
+	if 2*ranked >= p.cfg.Workers {
+		p.surgeDry = true // it knows enough: no new surge while this one's transfers run
 		return 0
 	}
 	return p.cfg.Workers

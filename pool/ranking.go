@@ -139,40 +139,41 @@ type resignRule struct {
 // shouldResign applies the resignation rule to sts[i]: when the pool is at
 // full strength and enough of it is ranked, a ranked worker among the
 // bottom resign whose score is below good resigns. A pool beyond its size
-// (a surge: explore.go) also sheds its excess, the slowest first, good or
-// not.
+// (a surge: explore.go) also sheds, good or not, a ranked worker that at
+// least a full pool of measured mirrors beat: mirrors not yet measured are
+// unknown, not faster.
 func shouldResign(sts []standing, i int, r resignRule) bool {
 	s := sts[i]
 	sts = mirrorsOf(sts)
-	excess := len(sts) - r.workers
-	if s.peer || excess < 0 || !s.ranked(r.trial) || s.probation > 0 {
-		return false
-	}
-	bottom := r.resign
-	if s.score >= r.good {
-		bottom = 0
-	}
-	if bottom = max(bottom, excess); bottom == 0 {
+	if s.peer || len(sts) < r.workers || !s.ranked(r.trial) || s.probation > 0 {
 		return false
 	}
 	// Workers still on trial cannot resign, but what they have shown so
 	// far counts: slow mirrors take longest to finish their trial, and a
 	// ranking of only the finished would put a good mirror at the bottom.
-	ranked, below := 0, 0
+	ranked, below, above := 0, 0, 0
 	for _, o := range sts { // sts is mirrorsOf's: i indexes the caller's
 		if o.ranked(r.trial) {
 			ranked++
 		}
-		if o.w != s.w && o.samples > 0 && o.score < s.score {
-			below++
+		if o.w == s.w || o.samples == 0 {
+			continue
 		}
+		if o.score < s.score {
+			below++
+		} else if o.score > s.score {
+			above++
+		}
+	}
+	if len(sts) > r.workers && above >= r.workers {
+		return true // excess
 	}
 	// Judge only against enough peers: at least half the pool, and more
 	// than the bottom group itself.
-	if ranked <= r.resign || ranked*2 < r.workers {
+	if s.score >= r.good || ranked <= r.resign || ranked*2 < r.workers {
 		return false
 	}
-	return below < bottom
+	return below < r.resign
 }
 
 // idleHelpers lists, best first, up to n idle ranked workers that wt

@@ -645,3 +645,42 @@ func TestTrialEndsAfterBoundedTransfers(t *testing.T) {
 		t.Fatalf("picked %s, want the ranked good mirror over a finished trial of nothing", got.key)
 	}
 }
+
+// A pool beyond its size (a surge) sheds a ranked mirror only when a full
+// pool of measured mirrors beat it: mirrors that joined and have shown
+// nothing yet are unknown, not faster, and good mirrors do not leave for
+// them (the first surge rule made the fastest resign after a split that
+// ended before the new mirrors made a sample).
+func TestShouldResignShedsOnlyWhatAFullPoolBeats(t *testing.T) {
+	r := resignRule{workers: 4, resign: 2, trial: 1, good: 10 << 20}
+	mk := func(scores ...float64) []standing {
+		var sts []standing
+		for i, sc := range scores {
+			s := standing{w: &worker{key: fmt.Sprint("m", i)}, key: fmt.Sprint("m", i), score: sc}
+			if sc >= 0 {
+				s.samples = 1
+			} else { // joined in the surge, not measured yet
+				s.score = 0
+			}
+			sts = append(sts, s)
+		}
+		return sts
+	}
+	for _, tc := range []struct {
+		name   string
+		sts    []standing
+		target int
+		want   bool
+	}{
+		{"the fastest, next to unmeasured newcomers", mk(40<<20, 30<<20, 20<<20, 1<<20, -1, -1, -1, -1), 0, false},
+		{"a slow one, next to unmeasured newcomers: the usual rule", mk(40<<20, 30<<20, 20<<20, 1<<20, -1, -1, -1, -1), 3, true},
+		{"a good one that four measured mirrors beat", mk(40<<20, 30<<20, 20<<20, 15<<20, 12<<20, -1), 4, true},
+		{"a good one that three measured mirrors beat", mk(40<<20, 30<<20, 20<<20, 12<<20, -1, -1), 3, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := shouldResign(tc.sts, tc.target, r); got != tc.want {
+				t.Fatalf("shouldResign = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -81,6 +81,8 @@ type splitter struct {
 	failures  []string         // "mirror: reason"
 	speed     float64          // the fetchers' scores added up
 	closed    bool             // the transfer is over: no new fetcher
+
+	surging bool // it had an explorer: the pool may surge (explore.go); the writer's alone
 }
 
 // chunk is a range of the file and the buffer it is fetched into.
@@ -104,10 +106,6 @@ func (c *chunk) size() int { return int(c.last - c.first + 1) }
 func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 	ctx, cancel := context.WithCancelCause(t.r.Context())
 	defer cancel(nil)
-	if t.last+1-t.next >= exploreMinRemaining {
-		t.p.beginExplore()
-		defer t.p.endExplore()
-	}
 	s := &splitter{
 		t: t, ctx: ctx, cancel: cancel,
 		next:      t.next,
@@ -142,6 +140,12 @@ func (t *transfer) split(helpers []standing, exclude map[string]bool) error {
 		s.start(h.w, h.score, !h.ranked(t.p.cfg.TrialSamples))
 	}
 	s.mu.Unlock()
+	s.surge(helpers)
+	defer func() {
+		if s.surging {
+			t.p.endExplore()
+		}
+	}()
 	// Workers that free up while it runs are offered to it.
 	mv := t.p.addMovable(want{sum: t.want().sum}) // savingWith checks the rest
 	t.p.mu.Lock()
@@ -315,7 +319,9 @@ func (s *splitter) watch(head *chunk) {
 // would hold the client at the new pace. Waiting until the chunk is the
 // one the client waits for would keep a slow mirror in the pool, and a
 // faster one out, for as long. (A chunk sized for its fetcher's score
-// never lags while that score holds.)
+// lags only when that score no longer holds, or when it was clamped to
+// minChunk for a fetcher far slower than the best: it would hold the
+// client longer than the best would take for it.)
 func (s *splitter) judgeFetchers() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -377,6 +383,19 @@ func (s *splitter) recruit() {
 		s.start(h.w, h.score, !h.ranked(p.cfg.TrialSamples))
 	}
 	s.mu.Unlock()
+	s.surge(helpers)
+}
+
+// surge lets the pool surge (explore.go) from the split's first explorer
+// to its end. Only the split's writer goroutine calls it (by split and
+// recruit), so s.surging needs no lock.
+func (s *splitter) surge(helpers []standing) {
+	trial := s.t.p.cfg.TrialSamples
+	if s.surging || !slices.ContainsFunc(helpers, func(h standing) bool { return !h.ranked(trial) }) {
+		return
+	}
+	s.surging = true
+	s.t.p.beginExplore()
 }
 
 // replace finds a fetcher when none is left and bytes are missing: an idle
@@ -477,6 +496,12 @@ func (s *splitter) leave(w *worker) {
 	delete(s.fetchers, w)
 	delete(s.explorers, w)
 	s.left[w] = true
+	// The best is among those that fetch: one that left does not judge
+	// the others (lags) nor bar helpers.
+	s.best = 0
+	for _, score := range s.fetchers {
+		s.best = max(s.best, score)
+	}
 	s.cond.Broadcast()
 }
 
