@@ -630,8 +630,11 @@ func TestCacheFillFailureIsTheRequestsAnswer(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("status %d, want 404", resp.StatusCode)
 	}
-	if n := ms[0].Requests() + ms[1].Requests() - before; n > 2 {
-		t.Errorf("the mirrors got %d requests for a file they lack, want one each", n)
+	// One each, and the second mirror's parallel trial of the same file
+	// (it has served nothing yet, and the index it fetched was too small
+	// to make a sample).
+	if n := ms[0].Requests() + ms[1].Requests() - before; n > 3 {
+		t.Errorf("the mirrors got %d requests for a file they lack, want one each and a trial", n)
 	}
 }
 

@@ -162,10 +162,11 @@ func TestBrokenTransfersAbortTheConnection(t *testing.T) {
 			peek_timeout 30s # a loaded machine's slow peek would retry before committing
 			verify off       # it counts fetches: no second copy of the database to corroborate it
 			provider static %s %s`, a.Base(), b.Base()))
-	// One download first, during which b makes its parallel trial (once
-	// in its life): what the subtests count is then their own fetches.
-	small := "core/os/x86_64/small-1.0-1-any.pkg.tar.zst"
-	download(t, tester, url(small), files[small])
+	// One download first, during which b makes its parallel trial (a
+	// sample: the file is large enough, so b makes no other): what the
+	// subtests count is then their own fetches.
+	medium := "core/os/x86_64/medium-1.0-1-any.pkg.tar.zst"
+	download(t, tester, url(medium), files[medium])
 	waitIdle(t)
 
 	for _, tc := range []struct {

@@ -30,9 +30,9 @@ type Handler struct {
 	// Default: the provider's name and a short hash of its configuration,
 	// such as "static-1f2e3d4c".
 	Name string `json:"name,omitempty"`
-	// How many workers (mirrors) the pool keeps. Default: 8. While a pool
-	// that has not ranked that many explores a large download, it takes up
-	// to as many more, for a few seconds.
+	// How many workers (mirrors) the pool keeps. Default: 8. While a cold
+	// pool explores a large download, it takes up to as many more, until
+	// the extra ones are measured.
 	Workers int `json:"workers,omitempty"`
 	// Throughput, in bytes per second, at or above which a mirror never
 	// resigns. Default: 10 MiB/s.

@@ -112,6 +112,7 @@ func (p *Pool) enqueue(wtr *waiter) {
 	}
 	p.waiters = slices.Insert(p.waiters, i, wtr)
 	p.nwaiting.Store(int32(len(p.waiters)))
+	p.stopTrials() // requests come first: the trials give their workers up
 }
 
 // dequeue removes wtr from the queue and reports whether it was there.

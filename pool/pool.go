@@ -66,6 +66,8 @@ type Pool struct {
 	provider  ProviderStatus
 	movables  map[*movable]struct{} // transfers a faster worker may finish
 	scratch   []standing            // see standings
+	trialCtx  context.Context       // the parallel trials under way end with it (trial.go)
+	trialStop context.CancelFunc    // ends them: a request waits for a worker
 	exploring int                   // explored transfers under way (explore.go)
 	surgeDry  bool                  // the provider had nothing new for a surge (explore.go)
 }
@@ -96,8 +98,9 @@ type worker struct {
 	// half the pace of a faster fetcher, which took its chunk over; that
 	// ends its trial. Guarded by Pool.mu.
 	overtaken bool
-	// trialed: it made its parallel trial (trial.go). Guarded by Pool.mu.
-	trialed bool
+	// trials is how many parallel trials it made (trial.go). Guarded by
+	// Pool.mu.
+	trials int
 	// peer is set for a peer's worker (peers.go).
 	peer *peerInfo
 }

@@ -21,13 +21,17 @@ import (
 // that go to the best worker (indexes, large files, retries, committed
 // work) then go to the fastest of them; new requests still give the
 // workers on trial their turns in the provider's order (its prior), so
-// every mirror is measured, in parallel rather than in series.
+// every mirror is measured, in parallel rather than in series. A request
+// that has to wait for a worker ends the trials under way (requests come
+// first); a trial that taught nothing (the file was small, or missing) is
+// made again with a later file, at most trialAttempts times.
 const (
 	trialBytes   = exploreChunk    // what a parallel trial fetches: a sample at the default min_sample
 	trialTimeout = 2 * time.Second // a mirror slower than trialBytes in this long shows it by the bytes it sent
 	// trialMinBytes: a trial that brought less (a tiny file) showed the
 	// mirror's latency, not its bandwidth, and makes no sample.
 	trialMinBytes = 64 << 10
+	trialAttempts = 3
 )
 
 // parallelTrials starts the parallel trials for t's file when w, just
@@ -51,38 +55,50 @@ func (p *Pool) parallelTrials(w *worker, t *transfer) {
 		newest = newestSync(sts, wt.exclude)
 	}
 	for _, s := range mirrorsOf(sts) {
-		if s.w == w || !s.idle() || s.w.trialed || s.served > 0 || s.samples > 0 || !wt.allows(s, newest) {
+		if s.w == w || !s.idle() || s.w.trials >= trialAttempts || s.served > 0 || s.samples > 0 || !wt.allows(s, newest) {
 			continue
 		}
-		s.w.trialed = true
+		if p.trialCtx == nil {
+			p.trialCtx, p.trialStop = context.WithCancel(p.halt)
+		}
+		s.w.trials++
 		p.claim(s.w)
 		p.wg.Add(1)
-		go p.trial(s.w, t.rel, t.r.Header["User-Agent"])
+		go p.trial(p.trialCtx, s.w, t.rel, t.r.Header["User-Agent"])
+	}
+}
+
+// stopTrials ends the parallel trials under way. p.mu must be held.
+func (p *Pool) stopTrials() {
+	if p.trialStop != nil {
+		p.trialStop()
+		p.trialCtx, p.trialStop = nil, nil
 	}
 }
 
 // trial fetches the head of rel from w's mirror as a sample, then releases
 // w. What goes wrong is no failure of the mirror's: no client waited for
 // it, and the requests it serves later judge it.
-func (p *Pool) trial(w *worker, rel string, userAgent []string) {
+func (p *Pool) trial(ctx context.Context, w *worker, rel string, userAgent []string) {
 	defer p.wg.Done()
 	o := outcome{trial: true}
-	n, d, err := p.fetchTrial(w, rel, userAgent)
+	n, d, err := p.fetchTrial(ctx, w, rel, userAgent)
 	switch {
-	case n >= trialMinBytes: // a slow mirror cut short by the timeout still shows its pace
+	case n >= trialMinBytes: // a mirror cut short (by the timeout, by a waiting request) still shows its pace
 		o.success, o.bytes, o.elapsed = true, n, d
-	case err != nil:
+	case err != nil && ctx.Err() == nil:
 		p.log.Debug("parallel trial failed", zap.String("mirror", w.key), zap.String("path", rel), zap.Error(err))
 	}
 	p.release(w, o)
 }
 
 // fetchTrial fetches up to trialBytes of the head of rel from w's mirror,
-// for at most trialTimeout. It returns the bytes received and the time
-// they count for in a sample (for a file below min_sample, part of the
-// wait for the headers, as for any small transfer).
-func (p *Pool) fetchTrial(w *worker, rel string, userAgent []string) (int64, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(p.halt, trialTimeout)
+// for at most trialTimeout, or until ctx ends. It returns the bytes
+// received and the time they count for in a sample (for a file below
+// min_sample, part of the wait for the headers, as for any small
+// transfer).
+func (p *Pool) fetchTrial(ctx context.Context, w *worker, rel string, userAgent []string) (int64, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, trialTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fileURL(w.mirror, rel), nil)
 	if err != nil {
