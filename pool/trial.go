@@ -16,18 +16,21 @@ import (
 // mirror comes first in the provider's order, slow or not, and the pool
 // would learn one mirror a file. So when a request goes to a mirror on
 // trial, every idle mirror of the pool that has never served and may serve
-// that file (only fresh ones for an index) fetches its head alongside,
-// once: each makes a sample, all at once, within trialTimeout. Requests
+// that file (only fresh ones for an index) fetches its head alongside:
+// each makes a sample, all at once, within trialTimeout. Requests
 // that go to the best worker (indexes, large files, retries, committed
 // work) then go to the fastest of them; new requests still give the
 // workers on trial their turns in the provider's order (its prior), so
 // every mirror is measured, in parallel rather than in series. A request
 // that has to wait for a worker ends the trials under way (requests come
-// first); a trial that taught nothing (the file was small, or missing) is
-// made again with a later file, at most trialAttempts times.
+// first, and a busy pool measures its workers by what they serve: the
+// trials end for good); a trial that taught nothing (the file was small,
+// or missing) is made again with a later file, at most trialAttempts
+// times. A trial fetches min_sample's default: the bytes the pool spends
+// to learn, once a worker, on a cold start.
 const (
-	trialBytes   = exploreChunk    // what a parallel trial fetches: a sample at the default min_sample
-	trialTimeout = 2 * time.Second // a mirror slower than trialBytes in this long shows it by the bytes it sent
+	trialBytes   = DefaultMinSampleBytes // what a parallel trial fetches: a sample at the default min_sample
+	trialTimeout = 2 * time.Second       // a mirror slower than trialBytes in this long shows it by the bytes it sent
 	// trialMinBytes: a trial that brought less (a tiny file) showed the
 	// mirror's latency, not its bandwidth, and makes no sample.
 	trialMinBytes = 64 << 10
@@ -88,6 +91,11 @@ func (p *Pool) trial(ctx context.Context, w *worker, rel string, userAgent []str
 		o.success, o.bytes, o.elapsed = true, n, d
 	case err != nil && ctx.Err() == nil:
 		p.log.Debug("parallel trial failed", zap.String("mirror", w.key), zap.String("path", rel), zap.Error(err))
+	}
+	if ctx.Err() != nil { // a request waits: the pool is busy, and what it serves measures w
+		p.mu.Lock()
+		w.trials = trialAttempts
+		p.mu.Unlock()
 	}
 	p.release(w, o)
 }
