@@ -139,9 +139,9 @@ type resignRule struct {
 // shouldResign applies the resignation rule to sts[i]: when the pool is at
 // full strength and enough of it is ranked, a ranked worker among the
 // bottom resign whose score is below good resigns. A pool beyond its size
-// (a surge: explore.go) also sheds, good or not, a ranked worker that at
-// least a full pool of measured mirrors beat: mirrors not yet measured are
-// unknown, not faster.
+// (a surge: explore.go) also sheds, good or not, a worker with a full
+// trial of samples that at least a full pool of measured mirrors beat:
+// mirrors not yet measured are unknown, not faster.
 func shouldResign(sts []standing, i int, r resignRule) bool {
 	s := sts[i]
 	sts = mirrorsOf(sts)
@@ -165,8 +165,11 @@ func shouldResign(sts []standing, i int, r resignRule) bool {
 			above++
 		}
 	}
-	if len(sts) > r.workers && above >= r.workers {
-		return true // excess
+	// Excess: only a mirror measured by a full trial of its own samples
+	// (an explorer overtaken early may have been judged against a lucky
+	// burst).
+	if len(sts) > r.workers && above >= r.workers && s.samples >= r.trial {
+		return true
 	}
 	// Judge only against enough peers: at least half the pool, and more
 	// than the bottom group itself.
