@@ -275,7 +275,9 @@ func TestSplitFetcherThatTurnsSlowIsOvertaken(t *testing.T) {
 	if err != nil || !bytes.Equal(body, files[splitFile]) {
 		t.Fatalf("got %d of %d bytes (err %v), or not the file's", len(body), len(files[splitFile]), err)
 	}
-	if more := slow.Requests() - asked; more > 0 {
+	// One more may start if the chunk under way ended before it could be
+	// judged (it began at the old pace); before, it took three.
+	if more := slow.Requests() - asked; more > 1 {
 		t.Errorf("the mirror that turned slow was asked for %d more chunks: it kept fetching at its new pace", more)
 	}
 }
