@@ -67,31 +67,28 @@ type filters struct {
 }
 
 // filter is one named test a mirror must pass.
-type filter struct {
-	name string
-	keep func(*mirror) bool
-}
+type filter = source.Filter[*mirror]
 
 // steps lists the filters in the order they are applied, which is the
 // order in which one is blamed for emptying the list.
 func (f *filters) steps() []filter {
 	steps := []filter{{
-		fmt.Sprintf("protocols %v", f.protocols),
-		func(m *mirror) bool { return slices.Contains(f.protocols, strings.ToLower(m.Protocol)) },
+		Name: fmt.Sprintf("protocols %v", f.protocols),
+		Keep: func(m *mirror) bool { return slices.Contains(f.protocols, strings.ToLower(m.Protocol)) },
 	}}
 	if f.activeOnly {
-		steps = append(steps, filter{"active", func(m *mirror) bool { return m.Active }})
+		steps = append(steps, filter{Name: "active", Keep: func(m *mirror) bool { return m.Active }})
 	}
 	if f.minCompletion > 0 {
 		steps = append(steps, filter{
-			fmt.Sprintf("min_completion %g", f.minCompletion),
-			func(m *mirror) bool { return m.CompletionPct != nil && *m.CompletionPct >= f.minCompletion },
+			Name: fmt.Sprintf("min_completion %g", f.minCompletion),
+			Keep: func(m *mirror) bool { return m.CompletionPct != nil && *m.CompletionPct >= f.minCompletion },
 		})
 	}
 	if len(f.countries) > 0 {
 		steps = append(steps, filter{
-			fmt.Sprintf("countries %v", f.countries),
-			func(m *mirror) bool {
+			Name: fmt.Sprintf("countries %v", f.countries),
+			Keep: func(m *mirror) bool {
 				return slices.ContainsFunc(f.countries, func(c string) bool {
 					return strings.EqualFold(c, m.CountryCode) || strings.EqualFold(c, m.Country)
 				})
@@ -100,14 +97,14 @@ func (f *filters) steps() []filter {
 	}
 	if f.maxScore > 0 {
 		steps = append(steps, filter{
-			fmt.Sprintf("max_score %g", f.maxScore),
-			func(m *mirror) bool { return m.Score != nil && *m.Score <= f.maxScore },
+			Name: fmt.Sprintf("max_score %g", f.maxScore),
+			Keep: func(m *mirror) bool { return m.Score != nil && *m.Score <= f.maxScore },
 		})
 	}
 	if f.maxDelay > 0 {
 		steps = append(steps, filter{
-			fmt.Sprintf("max_delay %s", f.maxDelay),
-			func(m *mirror) bool { return m.Delay != nil && *m.Delay <= f.maxDelay.Seconds() },
+			Name: fmt.Sprintf("max_delay %s", f.maxDelay),
+			Keep: func(m *mirror) bool { return m.Delay != nil && *m.Delay <= f.maxDelay.Seconds() },
 		})
 	}
 	for _, flag := range []struct {
@@ -120,7 +117,7 @@ func (f *filters) steps() []filter {
 		{f.isos, "isos", func(m *mirror) bool { return m.ISOs }},
 	} {
 		if flag.on {
-			steps = append(steps, filter{flag.name, flag.keep})
+			steps = append(steps, filter{Name: flag.name, Keep: flag.keep})
 		}
 	}
 	return steps
@@ -134,12 +131,9 @@ func (f *filters) apply(mirrors []mirror) (source.Result, error) {
 	for i := range mirrors {
 		kept = append(kept, &mirrors[i])
 	}
-	for _, step := range f.steps() {
-		before := len(kept)
-		kept = slices.DeleteFunc(kept, func(m *mirror) bool { return !step.keep(m) })
-		if len(kept) == 0 {
-			return source.Result{}, fmt.Errorf("%s left 0 of %d mirrors (%d in the status list)", step.name, before, len(mirrors))
-		}
+	kept, err := source.Apply(kept, f.steps(), "mirrors")
+	if err != nil {
+		return source.Result{}, fmt.Errorf("%w (%d in the status list)", err, len(mirrors))
 	}
 	slices.SortStableFunc(kept, func(a, b *mirror) int {
 		switch {

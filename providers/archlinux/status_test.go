@@ -124,8 +124,8 @@ func TestFilterCounts(t *testing.T) {
 	kept := mirrors
 	for _, step := range f.steps() {
 		before := len(kept)
-		kept = slices.DeleteFunc(slices.Clone(kept), func(m mirror) bool { return !step.keep(&m) })
-		got = append(got, fmt.Sprintf("%s %d→%d", step.name, before, len(kept)))
+		kept = slices.DeleteFunc(slices.Clone(kept), func(m mirror) bool { return !step.Keep(&m) })
+		got = append(got, fmt.Sprintf("%s %d→%d", step.Name, before, len(kept)))
 	}
 	want := []string{
 		"protocols [https http] 8→7",

@@ -122,12 +122,8 @@ func (p *parser) parse(data []byte) (source.Result, error) {
 		res := b.Result(len(listed))
 		return res, fmt.Errorf("none of the %d URLs in the metalink is valid: %s", len(listed), res.Warnings[len(res.Warnings)-1])
 	}
-	for _, step := range p.filters() {
-		before := len(entries)
-		entries = slices.DeleteFunc(entries, func(e entry) bool { return !step.keep(&e) })
-		if len(entries) == 0 {
-			return b.Result(len(listed)), fmt.Errorf("%s left 0 of %d URLs (%d in the metalink)", step.name, before, len(listed))
-		}
+	if entries, err = source.Apply(entries, p.filters(), "URLs"); err != nil {
+		return b.Result(len(listed)), fmt.Errorf("%w (%d in the metalink)", err, len(listed))
 	}
 	slices.SortStableFunc(entries, func(a, b entry) int { return cmp.Compare(a.rank, b.rank) })
 	for _, e := range entries {
@@ -194,23 +190,18 @@ func newEntry(i int, u murl, v3 bool) (entry, error) {
 	return e, nil
 }
 
-// filter is one named test a URL must pass.
-type filter struct {
-	name string
-	keep func(*entry) bool
-}
-
-// filters lists the tests in the order they are applied, which is the
-// order in which one is blamed for emptying the list.
-func (p *parser) filters() []filter {
-	steps := []filter{{
-		fmt.Sprintf("protocols %v", p.protocols),
-		func(e *entry) bool { return slices.Contains(p.protocols, e.proto) },
+// filters lists the tests a URL must pass, in the order they are
+// applied, which is the order in which one is blamed for emptying the
+// list.
+func (p *parser) filters() []source.Filter[entry] {
+	steps := []source.Filter[entry]{{
+		Name: fmt.Sprintf("protocols %v", p.protocols),
+		Keep: func(e entry) bool { return slices.Contains(p.protocols, e.proto) },
 	}}
 	if len(p.countries) > 0 {
-		steps = append(steps, filter{
-			fmt.Sprintf("countries %v", p.countries),
-			func(e *entry) bool {
+		steps = append(steps, source.Filter[entry]{
+			Name: fmt.Sprintf("countries %v", p.countries),
+			Keep: func(e entry) bool {
 				return slices.ContainsFunc(p.countries, func(c string) bool { return strings.EqualFold(c, e.location) })
 			},
 		})
