@@ -198,18 +198,8 @@ func TestSplitClientGoneFreesWorkers(t *testing.T) {
 // fastest mirror out).
 func TestSplitKeepsTheFastestMirror(t *testing.T) {
 	files := map[string][]byte{splitFile: testmirror.Content(splitFile, 48<<20)}
-	fast := testmirror.New(t, files)
-	fast.SetRate(8 << 20)
-	bases := []string{fast.Base()}
-	var helpers []*testmirror.Mirror
-	for range 4 {
-		m := testmirror.New(t, files)
-		m.SetRate(3 << 20)
-		helpers = append(helpers, m)
-		bases = append(bases, m.Base())
-	}
-	p := startPool(t, Config{Workers: 5, Split: 4, TrialSamples: 1, Resign: -1, EvictAfter: 100, PeekTimeout: 10 * time.Second}, bases...)
-	waitForWorkers(t, p, 5)
+	p, _, ms := coldPool(t, files, []float64{8, 3, 3, 3, 3}, 0, func(c *Config) { c.Split, c.TrialSamples, c.Resign = 4, 1, -1 })
+	fast, helpers := ms[0], ms[1:]
 	setSamples(t, p, fast.Base(), 8<<20)
 	for _, m := range helpers {
 		setSamples(t, p, m.Base(), 3<<20)
@@ -236,16 +226,7 @@ func TestSplitKeepsTheFastestMirror(t *testing.T) {
 // held for 2 s at a time), and took chunk after chunk.
 func TestSplitFetcherThatTurnsSlowIsOvertaken(t *testing.T) {
 	files := map[string][]byte{splitFile: testmirror.Content(splitFile, 64<<20)}
-	var ms []*testmirror.Mirror
-	var bases []string
-	for range 3 {
-		m := testmirror.New(t, files)
-		m.SetRate(8 << 20)
-		ms = append(ms, m)
-		bases = append(bases, m.Base())
-	}
-	p := startPool(t, Config{Workers: 3, Split: 3, Resign: -1, EvictAfter: 100, PeekTimeout: 10 * time.Second}, bases...)
-	waitForWorkers(t, p, 3)
+	p, front, ms := coldPool(t, files, []float64{8, 8, 8}, 0, func(c *Config) { c.Split, c.Resign = 3, -1 })
 	for i, m := range ms {
 		rate := float64(8 << 20)
 		if i == 0 {
@@ -253,10 +234,6 @@ func TestSplitFetcherThatTurnsSlowIsOvertaken(t *testing.T) {
 		}
 		setSamples(t, p, m.Base(), rate, rate, rate)
 	}
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
-	}))
-	t.Cleanup(front.Close)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/"+splitFile, nil)
