@@ -239,13 +239,7 @@ func (p *Pool) toWaiter(w *worker) bool {
 // giveToWaiter is toWaiter for the worker of sts[i]. p.mu must be held.
 func (p *Pool) giveToWaiter(sts []standing, i int) bool {
 	w := sts[i].w
-	allowed := func(wtr *waiter) bool {
-		var newest time.Time
-		if wtr.want.fresh {
-			newest = newestSync(sts, wtr.want.exclude)
-		}
-		return wtr.want.allows(sts[i], newest)
-	}
+	allowed := func(wtr *waiter) bool { return wtr.want.allows(sts[i], wtr.want.newest(sts)) }
 	j := slices.IndexFunc(p.waiters, func(wtr *waiter) bool { return wtr.want.prefer == w.key && allowed(wtr) })
 	if j < 0 {
 		j = slices.IndexFunc(p.waiters, allowed)

@@ -73,8 +73,17 @@ func isFresh(t, newest time.Time) bool {
 	return !t.Before(newest.Add(-syncTolerance))
 }
 
+// newest is the sync time a worker must meet to serve wt in the snapshot
+// sts: newestSync for a request that wants the freshest mirrors, else none.
+func (wt want) newest(sts []standing) time.Time {
+	if !wt.fresh {
+		return time.Time{}
+	}
+	return newestSync(sts, wt.exclude)
+}
+
 // allows reports whether the worker of s may serve a request that wants wt.
-// newest is newestSync of the snapshot for wt.exclude.
+// newest is wt.newest of the snapshot.
 func (wt want) allows(s standing, newest time.Time) bool {
 	if s.peer {
 		return !wt.exclude[s.key] && wt.sum != nil && (s.holds == nil || s.holds(*wt.sum))
@@ -100,10 +109,7 @@ func knownFresh(sts []standing, key string) bool {
 // file a peer holds is not the Internet's to carry for a mirror's trial);
 // else the best ranked.
 func pick(sts []standing, wt want, trial int) *worker {
-	var newest time.Time
-	if wt.fresh {
-		newest = newestSync(sts, wt.exclude)
-	}
+	newest := wt.newest(sts)
 	trials := len(wt.exclude) == 0 && !wt.committed && !wt.fresh && !wt.large &&
 		!slices.ContainsFunc(sts, func(s standing) bool { return s.peer && s.idle() && s.ranked(trial) && wt.allows(s, newest) })
 	var best *worker

@@ -53,10 +53,7 @@ func (p *Pool) parallelTrials(w *worker, t *transfer) {
 		return
 	}
 	wt := t.want()
-	var newest time.Time
-	if wt.fresh {
-		newest = newestSync(sts, wt.exclude)
-	}
+	newest := wt.newest(sts)
 	for _, s := range mirrorsOf(sts) {
 		if s.w == w || !s.idle() || s.w.trials >= trialAttempts || s.served > 0 || s.samples > 0 || !wt.allows(s, newest) {
 			continue
