@@ -214,15 +214,13 @@ func (t *transfer) setRange(req *http.Request, first, last int64) {
 	if !t.checked() && t.modified != "" {
 		req.Header.Set("If-Range", t.modified)
 	}
-	setUserAgent(req, t.r)
+	setUserAgent(req, t.r.Header["User-Agent"])
 }
 
-// setUserAgent passes the client's User-Agent on, or none (not Go's).
-func setUserAgent(req, client *http.Request) {
-	req.Header["User-Agent"] = client.Header["User-Agent"]
-	if req.Header["User-Agent"] == nil {
-		req.Header["User-Agent"] = nil
-	}
+// setUserAgent passes the client's User-Agent values on, or none (a key
+// with no value: not Go's).
+func setUserAgent(req *http.Request, client []string) {
+	req.Header["User-Agent"] = client
 }
 
 // peek reads the start of the body, in blocks, before anything is

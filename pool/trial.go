@@ -110,7 +110,7 @@ func (p *Pool) fetchTrial(ctx context.Context, w *worker, rel string, userAgent 
 		return 0, 0, fmt.Errorf("building request: %w", err)
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=0-%d", trialBytes-1))
-	req.Header["User-Agent"] = userAgent // the client's, or none (not Go's)
+	setUserAgent(req, userAgent)
 	began := time.Now()
 	resp, err := p.client.Do(req)
 	if err != nil {
